@@ -1,0 +1,51 @@
+"""Provider-neutral alert events: what every webhook source turns its payload into."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SourceName = Literal["pagerduty", "opsgenie", "alertmanager"]
+SOURCES: tuple[SourceName, ...] = ("pagerduty", "opsgenie", "alertmanager")
+
+
+class EventKind(StrEnum):
+    """What happened to the alert at the provider."""
+
+    TRIGGERED = "triggered"
+    ACKNOWLEDGED = "acknowledged"
+    UNACKNOWLEDGED = "unacknowledged"
+    RESOLVED = "resolved"
+    REOPENED = "reopened"
+    PRIORITY_CHANGED = "priority_changed"
+    ASSIGNED = "assigned"
+    ESCALATED = "escalated"
+    ANNOTATED = "annotated"
+    UPDATED = "updated"  # anything else about a known alert worth a timeline entry
+    IGNORED = "ignored"  # pings and event types we do not act on
+
+
+class AlertEvent(BaseModel):
+    """One thing that happened to one alert, normalised across providers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: SourceName
+    kind: EventKind
+    event_key: str = Field(description="Unique key of this event, for per-event de-duplication.")
+    external_id: str | None = Field(description="Provider id of the alert or incident (PD incident, Opsgenie alertId, AM fingerprint).")
+    group_key: str | None = None  # PD incident_key, Opsgenie alias, AM groupKey: alerts of one issue
+    title: str = ""
+    service_name: str | None = None  # the provider's own name for the service
+    service_id: str | None = None  # the provider's id for it (PagerDuty service id)
+    labels: dict[str, str] = Field(default_factory=dict)
+    priority: str | None = None  # "P1".."P5"
+    urgency: str | None = None  # PagerDuty "high" | "low"
+    occurred_at: datetime
+    actor: str | None = None
+    assignees: tuple[str, ...] = ()
+    note: str | None = None
+    url: str | None = None

@@ -1,0 +1,137 @@
+"""Process the inbox: one process at a time (a lease), deliveries in arrival order, each exactly once.
+
+A delivery's processing and its 'done' mark commit in one transaction, so a crash between storing
+and processing (or in the middle of processing) loses nothing: the delivery is still pending and is
+processed on restart, by this process or another one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.domain.clock import Clock, utcnow
+from worker.engine.intake import Intake, Outcome
+from worker.errors import WorkerError
+from worker.sources.base import Source
+from worker.store import inbox, leases
+
+log = logging.getLogger(__name__)
+
+LEASE = "inbox"
+MAX_ATTEMPTS = 5
+
+
+def holder_id() -> str:
+    """Identifies this process in leases: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class InboxProcessor:
+    sessions: sessionmaker[Session]
+    sources: dict[str, Source]
+    intake: Intake
+    clock: Clock = utcnow
+    holder: str = field(default_factory=holder_id)
+    lease_ttl: timedelta = timedelta(seconds=15)
+    on_outcome: Callable[[Outcome], None] = lambda outcome: None
+
+    def run_once(self) -> int:
+        """Process what is pending if this process holds the lease; returns deliveries processed."""
+        with self.sessions.begin() as session:
+            if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
+                return 0
+        processed = 0
+        after = 0
+        while True:
+            with self.sessions.begin() as session:
+                pending = inbox.next_pending(session, after_id=after)
+            if not pending:
+                return processed
+            for delivery_id in pending:
+                after = delivery_id
+                if self._process(delivery_id):
+                    processed += 1
+            with self.sessions.begin() as session:
+                if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
+                    return processed
+
+    def _process(self, delivery_id: int) -> bool:
+        outcome = Outcome()
+        try:
+            with self.sessions.begin() as session:
+                # Fencing: only the lease holder may commit processing work.
+                if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
+                    return False
+                delivery = inbox.lock_pending(session, delivery_id=delivery_id)
+                if delivery is None:
+                    return False
+                source = self.sources[delivery.source]
+                parsed = source.parse(delivery.body, delivery.headers, received_at=delivery.received_at)
+                now = self.clock()
+                outcome = self.intake.apply(session, events=parsed.events, now=now)
+                delivery.incident_id = min(outcome.incident_ids) if outcome.incident_ids else None
+                inbox.mark(session, delivery=delivery, state="done", now=now)
+        except (WorkerError, ValueError, KeyError) as exc:
+            self._failed(delivery_id, exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - a poison delivery must not stop the inbox
+            log.exception("processing delivery %s failed", delivery_id)
+            self._failed(delivery_id, exc)
+            return False
+        self.on_outcome(outcome)
+        return True
+
+    def _failed(self, delivery_id: int, exc: BaseException) -> None:
+        with self.sessions.begin() as session:
+            inbox.record_failure(session, delivery_id=delivery_id, error=f"{type(exc).__name__}: {exc}",
+                                 max_attempts=MAX_ATTEMPTS)
+
+    def release(self) -> None:
+        with self.sessions.begin() as session:
+            leases.release(session, name=LEASE, holder=self.holder)
+
+
+class BackgroundLoop:
+    """Runs `step` in a daemon thread whenever woken, and at least every `interval` seconds."""
+
+    def __init__(self, name: str, step: Callable[[], object], *, interval: float = 1.0):
+        self.name = name
+        self._step = step
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self._step()
+            except Exception:  # noqa: BLE001 - log and keep the loop alive; the database may come back
+                log.exception("background loop %s failed", self.name)
+            self._wake.wait(self._interval)

@@ -1,0 +1,59 @@
+"""GET /api/incidents and /api/incidents/<id>: the read API."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from worker.domain.incidents import IncidentStatus
+from worker.domain.severity import Severity
+from worker.engine.runtime import Runtime
+from worker.errors import WebhookRejected
+from worker.http import serialize
+from worker.store import incidents as store
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _runtime() -> Runtime:
+    return current_app.extensions["runtime"]
+
+
+@bp.get("/incidents")
+def list_incidents() -> Response:
+    args = request.args
+    status = args.get("status") or None
+    severity = (args.get("severity") or "").upper() or None
+    if status and status not in IncidentStatus.__members__.values():
+        raise WebhookRejected(400, f"status must be one of {', '.join(s.value for s in IncidentStatus)}", field="status")
+    if severity and severity not in Severity.__members__:
+        raise WebhookRejected(400, "severity must be one of SEV1, SEV2, SEV3, SEV4", field="severity")
+    limit = _int_arg("limit", default=50, low=1, high=200)
+    before = _int_arg("before", default=0, low=0, high=2**62)
+    with _runtime().readonly_sessions() as session:
+        rows = store.search(session, status=status, severity=severity, service=args.get("service") or None,
+                            limit=limit, before_id=before or None)
+        items = [serialize.incident(row) for row in rows]
+    next_cursor = items[-1]["id"] if len(items) == limit else None
+    return jsonify({"incidents": items, "next_before": next_cursor})
+
+
+@bp.get("/incidents/<int:incident_id>")
+def get_incident(incident_id: int) -> Response:
+    with _runtime().readonly_sessions() as session:
+        row = store.get(session, incident_id=incident_id)
+        if row is None:
+            raise WebhookRejected(404, f"no incident {incident_id}")
+        return jsonify(serialize.incident(row))
+
+
+def _int_arg(name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise WebhookRejected(400, f"{name} must be an integer", field=name) from None
+    if not low <= value <= high:
+        raise WebhookRejected(400, f"{name} must be between {low} and {high}", field=name)
+    return value

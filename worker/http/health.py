@@ -1,0 +1,31 @@
+"""/healthz (the process is alive) and /readyz (database reachable, config loaded)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from worker.engine.runtime import Runtime
+from worker.store import inbox
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    runtime: Runtime = current_app.extensions["runtime"]
+    database = runtime.database_ok()
+    body: dict[str, object] = {
+        "ready": database,
+        "database": "ok" if database else "unreachable",
+        "config": {"services": len(runtime.catalog.services.services)},
+        "sources": {name: source.enabled() for name, source in runtime.sources.items()},
+    }
+    if database:
+        with runtime.readonly_sessions() as session:
+            body["inbox"] = inbox.counts(session)
+    return jsonify(body), 200 if database else 503

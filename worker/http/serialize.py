@@ -1,0 +1,51 @@
+"""JSON shapes of the public API (field names are a public contract: extend, never rename)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from worker.domain.clock import as_utc
+from worker.store.tables import Alert, Incident, TimelineEntry
+
+
+def iso(value: datetime | None) -> str | None:
+    return as_utc(value).isoformat().replace("+00:00", "Z") if value else None
+
+
+def incident(row: Incident, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "title": row.title,
+        "service": row.service,
+        "severity": row.severity,
+        "impact": row.impact,
+        "scope": row.scope,
+        "status": row.status,
+        "declared": row.declared,
+        "detected_at": iso(row.detected_at),
+        "declared_at": iso(row.declared_at),
+        "acknowledged_at": iso(row.acknowledged_at),
+        "mitigated_at": iso(row.mitigated_at),
+        "resolved_at": iso(row.resolved_at),
+        "channel": row.channel,
+        "alerts": [alert(a) for a in row.alerts],
+        "timeline": [entry(e) for e in sorted(row.timeline, key=lambda e: (as_utc(e.at), e.id))],
+        **(extra or {}),
+    }
+
+
+def alert(row: Alert) -> dict[str, Any]:
+    return {
+        "source": row.source,
+        "external_id": row.external_id,
+        "title": row.title,
+        "status": row.status,
+        "severity": row.severity,
+        "priority": row.priority,
+        "received_at": iso(row.received_at),
+    }
+
+
+def entry(row: TimelineEntry) -> dict[str, Any]:
+    return {"at": iso(row.at), "kind": row.kind, "message": row.message}

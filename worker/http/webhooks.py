@@ -1,0 +1,54 @@
+"""POST /webhooks/<source>: authenticate, validate, store durably, answer fast."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from worker.engine.runtime import Runtime
+from worker.errors import WebhookRejected
+from worker.store.inbox import NewDelivery, safe_headers
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhooks", __name__)
+
+_SECRET_ENV = {
+    "pagerduty": "WORKER_PAGERDUTY_WEBHOOK_SECRETS",
+    "opsgenie": "WORKER_OPSGENIE_WEBHOOK_TOKEN",
+    "alertmanager": "WORKER_ALERTMANAGER_TOKEN",
+}
+
+
+@bp.post("/webhooks/<source_name>")
+def receive(source_name: str) -> tuple[Response, int]:
+    runtime: Runtime = current_app.extensions["runtime"]
+    source = runtime.sources.get(source_name)
+    if source is None:
+        raise WebhookRejected(404, f"unknown webhook source {source_name!r} (known: {', '.join(sorted(runtime.sources))})")
+    if not source.enabled():
+        raise WebhookRejected(404, f"webhook source {source_name!r} is disabled: set {_SECRET_ENV[source_name]} to enable it")
+    length = request.content_length
+    if length is not None and length > runtime.settings.max_body_bytes:
+        raise WebhookRejected(413, "request body too large (limit 1 MiB)")
+    body = request.get_data(cache=False)
+    if len(body) > runtime.settings.max_body_bytes:
+        raise WebhookRejected(413, "request body too large (limit 1 MiB)")
+    source.authenticate(request.headers, body)
+    if request.mimetype != "application/json":
+        raise WebhookRejected(415, f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
+    if not body:
+        raise WebhookRejected(400, "empty body")
+    received_at = runtime.clock()
+    delivery = source.parse(body, request.headers, received_at=received_at)
+    try:
+        stored = runtime.writer.store(NewDelivery(
+            source=source_name, dedup_key=delivery.dedup_key, headers=safe_headers(request.headers),
+            body=body, received_at=received_at,
+        ))
+    except Exception:  # noqa: BLE001 - any storage failure: the sender must retry, we must not claim success
+        log.exception("storing a %s delivery failed", source_name)
+        raise WebhookRejected(503, "storage unavailable; retry later") from None
+    if stored.duplicate:
+        return jsonify({"duplicate": True, "event_id": stored.id}), 200
+    return jsonify({"accepted": True, "event_id": stored.id, "incident_id": None}), 202

@@ -1,0 +1,89 @@
+"""Process settings from WORKER_* environment variables; secrets stay SecretStr."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from worker.domain.durations import parse_duration
+
+DEFAULT_DATABASE_URL = "sqlite:///var/incident-worker.db"
+
+
+class Settings(BaseModel):
+    """Everything the process reads from its environment, validated once at start."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    config_dir: Path = Path("config")
+    playbooks_dir: Path = Path("playbooks")
+    pagerduty_webhook_secrets: tuple[SecretStr, ...] = ()
+    opsgenie_webhook_token: SecretStr | None = None
+    alertmanager_token: SecretStr | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    pagerduty_api_token: SecretStr | None = None
+    pagerduty_from: str | None = None
+    pagerduty_api_url: str = "https://api.pagerduty.com"
+    opsgenie_api_key: SecretStr | None = None
+    opsgenie_api_url: str = "https://api.opsgenie.com"
+    aws_endpoint_url: str | None = None
+    statuspage_api_key: SecretStr | None = None
+    statuspage_page_id: str | None = None
+    statuspage_api_url: str = "https://api.statuspage.io"
+    dry_run: bool = False
+    resolution_hold: timedelta | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    template_secrets: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read WORKER_* variables (empty values count as unset); keyword overrides win."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(f"WORKER_{name}", "").strip()
+            return value or None
+
+        values: dict[str, object] = {}
+        plain = {
+            "database_url": "DATABASE_URL",
+            "public_url": "PUBLIC_URL",
+            "pagerduty_from": "PAGERDUTY_FROM",
+            "pagerduty_api_url": "PAGERDUTY_API_URL",
+            "opsgenie_api_url": "OPSGENIE_API_URL",
+            "aws_endpoint_url": "AWS_ENDPOINT_URL",
+            "statuspage_page_id": "STATUSPAGE_PAGE_ID",
+            "statuspage_api_url": "STATUSPAGE_API_URL",
+        }
+        for field, name in plain.items():
+            if (value := get(name)) is not None:
+                values[field] = value
+        for field, name in {
+            "opsgenie_webhook_token": "OPSGENIE_WEBHOOK_TOKEN",
+            "alertmanager_token": "ALERTMANAGER_TOKEN",
+            "pagerduty_api_token": "PAGERDUTY_API_TOKEN",
+            "opsgenie_api_key": "OPSGENIE_API_KEY",
+            "statuspage_api_key": "STATUSPAGE_API_KEY",
+        }.items():
+            if (value := get(name)) is not None:
+                values[field] = SecretStr(value)
+        if (secrets := get("PAGERDUTY_WEBHOOK_SECRETS")) is not None:
+            values["pagerduty_webhook_secrets"] = tuple(
+                SecretStr(s.strip()) for s in secrets.split(",") if s.strip()
+            )
+        if (dry := get("DRY_RUN")) is not None:
+            values["dry_run"] = dry.lower() in {"1", "true", "yes", "on"}
+        if (hold := get("RESOLUTION_HOLD")) is not None:
+            values["resolution_hold"] = parse_duration(hold)
+        values["template_secrets"] = {
+            key.removeprefix("WORKER_SECRET_"): SecretStr(value)
+            for key, value in env.items()
+            if key.startswith("WORKER_SECRET_") and value
+        }
+        values.update(overrides)
+        return cls.model_validate(values)

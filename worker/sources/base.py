@@ -1,0 +1,97 @@
+"""What a webhook source is: authenticate the request, parse the body into AlertEvents."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from worker.domain.events import AlertEvent, SourceName
+from worker.errors import WebhookRejected
+from worker.settings import Settings
+
+Headers = Mapping[str, str]  # case-insensitive mapping (werkzeug Headers) in practice
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One parsed webhook: its de-duplication key and the alert events it carries."""
+
+    dedup_key: str
+    events: tuple[AlertEvent, ...]
+
+
+class Source(ABC):
+    """A webhook source; subclasses register themselves by `name`."""
+
+    name: ClassVar[SourceName]
+    registry: ClassVar[dict[str, type[Source]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name in Source.registry:
+            raise TypeError(f"webhook source {cls.name!r} is registered twice")
+        Source.registry[cls.name] = cls
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @abstractmethod
+    def enabled(self) -> bool:
+        """A source without a configured secret is disabled, never open."""
+
+    @abstractmethod
+    def authenticate(self, headers: Headers, body: bytes) -> None:
+        """Raise WebhookRejected(401) unless the request carries valid credentials."""
+
+    @abstractmethod
+    def parse(self, body: bytes, headers: Headers, *, received_at: datetime) -> Delivery:
+        """Validate and normalise the body; WebhookRejected(400) names the offending field."""
+
+
+def decode_json(body: bytes) -> Any:
+    """Parse a JSON body or reject it with a 400 that says where it broke."""
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise WebhookRejected(400, "body is not UTF-8 encoded JSON") from None
+    except json.JSONDecodeError as exc:
+        raise WebhookRejected(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+
+
+def validate(model: type[BaseModel], data: Any) -> Any:
+    """Validate a payload; the 400 names the first offending field as a dotted path."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(body)"
+        raise WebhookRejected(400, f"schema violation at {field}: {first['msg']}", field=field) from None
+
+
+def constant_time_equal(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def digest(*parts: object) -> str:
+    """A short stable key from parts (for de-duplication keys that would be long)."""
+    joined = "\x1f".join(str(p) for p in parts)
+    return hashlib.sha256(joined.encode()).hexdigest()[:40]
+
+
+def tags_to_labels(tags: list[str]) -> dict[str, str]:
+    """Opsgenie-style tags: 'impact:high' -> impact=high; a bare tag 'security' -> security=true."""
+    labels: dict[str, str] = {}
+    for tag in tags:
+        key, sep, value = tag.partition(":")
+        key = key.strip()
+        if key:
+            labels[key] = value.strip() if sep else "true"
+    return labels

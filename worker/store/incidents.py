@@ -1,0 +1,83 @@
+"""Repository functions for incidents and their alerts (the session is always keyword-only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from worker.store.tables import Alert, Incident, TimelineEntry
+
+OPEN = ("triggered", "acknowledged", "mitigated")
+
+
+def find_alert(session: Session, *, source: str, external_id: str) -> Alert | None:
+    """The newest alert row for this provider id (older ones belong to resolved incidents)."""
+    return session.execute(
+        select(Alert)
+        .where(Alert.source == source, Alert.external_id == external_id)
+        .order_by(Alert.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def open_incident_for_group(session: Session, *, source: str, group_key: str) -> Incident | None:
+    return session.execute(
+        select(Incident)
+        .join(Alert)
+        .where(Alert.source == source, Alert.group_key == group_key, Incident.status.in_(OPEN))
+        .order_by(Incident.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def open_incident_for_service(session: Session, *, service: str, since: datetime) -> Incident | None:
+    return session.execute(
+        select(Incident)
+        .where(Incident.service == service, Incident.status.in_(OPEN), Incident.last_alert_at >= since)
+        .order_by(Incident.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def get(session: Session, *, incident_id: int) -> Incident | None:
+    return session.execute(
+        select(Incident)
+        .where(Incident.id == incident_id)
+        .options(selectinload(Incident.alerts), selectinload(Incident.timeline))
+    ).scalar_one_or_none()
+
+
+def search(
+    session: Session,
+    *,
+    status: str | None = None,
+    severity: str | None = None,
+    service: str | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
+) -> list[Incident]:
+    """Newest first; `before_id` is the cursor for the next page."""
+    query = select(Incident).options(selectinload(Incident.alerts), selectinload(Incident.timeline))
+    if status:
+        query = query.where(Incident.status == status)
+    if severity:
+        query = query.where(Incident.severity == severity)
+    if service:
+        query = query.where(Incident.service == service)
+    if before_id:
+        query = query.where(Incident.id < before_id)
+    return list(session.execute(query.order_by(Incident.id.desc()).limit(limit)).scalars())
+
+
+def open_incidents(session: Session) -> list[Incident]:
+    return list(session.execute(select(Incident).where(Incident.status.in_(OPEN)).order_by(Incident.id)).scalars())
+
+
+def timeline(session: Session, *, incident_id: int) -> list[TimelineEntry]:
+    return list(
+        session.execute(
+            select(TimelineEntry).where(TimelineEntry.incident_id == incident_id).order_by(TimelineEntry.id)
+        ).scalars()
+    )

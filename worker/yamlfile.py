@@ -1,0 +1,148 @@
+"""YAML documents that remember where every value came from, so problems read FILE:LINE:COL: PATH: MESSAGE.
+
+PyYAML silently keeps the last of two duplicate keys; ruamel's composer gives us the nodes with
+their marks, so we detect duplicates ourselves and report all of them, not just the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML, nodes
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from worker.errors import Problem
+
+PathKey = tuple[str | int, ...]
+
+
+def format_path(path: PathKey) -> str:
+    """('steps', 0, 'with') -> 'steps[0].with'."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@dataclass
+class YamlDocument:
+    """Parsed data plus the (line, col) of every key and value, 1-based."""
+
+    file: str
+    data: Any
+    keys: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    values: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def position(self, path: PathKey, *, at_key: bool = False) -> tuple[int, int]:
+        """Where `path` is written; the nearest written ancestor when it is missing."""
+        for end in range(len(path), -1, -1):
+            prefix = path[:end]
+            table = self.keys if at_key and end == len(path) else self.values
+            if prefix in table:
+                return table[prefix]
+            if prefix in self.keys:
+                return self.keys[prefix]
+        return (1, 1)
+
+    def problem(self, path: PathKey, message: str, *, at_key: bool = False) -> Problem:
+        line, col = self.position(path, at_key=at_key)
+        return Problem(self.file, line, col, format_path(path), message)
+
+    def validation_problems(
+        self, exc: ValidationError, *, prefix: PathKey = (), suffix: str = ""
+    ) -> list[Problem]:
+        """Map pydantic errors onto the YAML positions of the fields they name."""
+        problems = []
+        for error in exc.errors(include_url=False):
+            loc = prefix + _clean_loc(error["loc"])
+            kind = error["type"]
+            message = _message(error) + suffix
+            problems.append(self.problem(loc, message, at_key=kind == "extra_forbidden"))
+        return problems
+
+
+def load_yaml(path: Path, *, display: str | None = None) -> YamlDocument:
+    """Read a YAML file; syntax errors and duplicate keys become problems, never exceptions."""
+    name = display or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return YamlDocument(name, None, problems=[Problem(name, 1, 1, "", f"cannot read file: {exc}")])
+    return parse_yaml(text, file=name)
+
+
+def parse_yaml(text: str, *, file: str) -> YamlDocument:
+    """Parse YAML text (see load_yaml)."""
+    doc = YamlDocument(file, None)
+    try:
+        root = YAML(typ="rt", pure=True).compose(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        reason = " ".join(filter(None, [exc.context, exc.problem]))
+        doc.problems.append(Problem(file, line, col, "", f"YAML syntax error: {reason}"))
+        return doc
+    except YAMLError as exc:
+        doc.problems.append(Problem(file, 1, 1, "", f"YAML syntax error: {exc}"))
+        return doc
+    if root is None:
+        doc.data = None
+        return doc
+    doc.data = _walk(root, (), doc)
+    return doc
+
+
+def _walk(node: nodes.Node, path: PathKey, doc: YamlDocument) -> Any:
+    doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, nodes.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(key_node) if isinstance(key_node, nodes.ScalarNode) else str(key_node.value)
+            key_path = (*path, str(key))
+            if key in out:
+                doc.problems.append(
+                    Problem(
+                        doc.file,
+                        key_node.start_mark.line + 1,
+                        key_node.start_mark.column + 1,
+                        format_path(key_path),
+                        "duplicate key",
+                    )
+                )
+                continue
+            doc.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            out[key] = _walk(value_node, key_path, doc)
+        return out
+    if isinstance(node, nodes.SequenceNode):
+        return [_walk(item, (*path, i), doc) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+_RESOLVER = YAML(typ="safe", pure=True)
+
+
+def _scalar(node: nodes.Node) -> Any:
+    """Resolve a scalar node as the safe loader would (ints, floats, bools, nulls, strings)."""
+    tag = node.tag.value if hasattr(node.tag, "value") else node.tag
+    if tag is None or node.style in ("'", '"', "|", ">"):
+        return node.value
+    return _RESOLVER.constructor.construct_object(node, deep=True)
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> PathKey:
+    # pydantic adds union-member and function-validator names to locations; they are not YAML keys.
+    return tuple(part for part in loc if isinstance(part, int) or not str(part).startswith(("function-", "tagged-union")))
+
+
+def _message(error: Any) -> str:
+    msg = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    return msg.removeprefix("Value error, ")
