@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.classify.config import Service, ServicesConfig
+from worker.domain.catalog import Service, ServicesConfig
 from worker.domain.events import AlertEvent
 
 

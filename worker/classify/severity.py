@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.classify.config import RuleCondition, SeverityConfig
+from worker.domain.catalog import RuleCondition, SeverityConfig
 from worker.domain.events import AlertEvent
 from worker.domain.severity import Impact, Scope, Severity
 

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from worker.classify.config import CatalogConfig
 from worker.classify.routing import Routed, route
 from worker.classify.severity import Classification, classify
+from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import as_utc
 from worker.domain.events import AlertEvent, EventKind
 from worker.domain.incidents import IncidentStatus, TimelineKind, channel_name

@@ -8,7 +8,8 @@ from datetime import timedelta
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.classify.config import CatalogConfig, load_catalog
+from worker.classify.config import load_catalog
+from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import Clock, utcnow
 from worker.engine.intake import Intake, Outcome
 from worker.engine.processor import BackgroundLoop, InboxProcessor

@@ -1,0 +1,181 @@
+"""The service catalog and severity policy as data: pure models, loaded by worker.classify.config."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from worker.domain.durations import Duration
+from worker.domain.events import SourceName
+from worker.domain.severity import Impact, Matrix, Scope, Severity
+
+
+def _listify(value: Any) -> Any:
+    return [value] if isinstance(value, str | int) else value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuleCondition(_Model):
+    """All given conditions must hold; a list means any of its values."""
+
+    source: Annotated[list[SourceName], BeforeValidator(_listify)] | None = None
+    priority: Annotated[list[str], BeforeValidator(_listify)] | None = None
+    urgency: Annotated[list[str], BeforeValidator(_listify)] | None = None
+    tier: Annotated[list[int], BeforeValidator(_listify)] | None = None
+    labels: dict[str, str] | None = Field(default=None, description="Equality on alert labels/tags.")
+    label_present: Annotated[list[str], BeforeValidator(_listify)] | None = None
+
+
+class RuleEffect(_Model):
+    impact: Impact | None = None
+    scope: Scope | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> RuleEffect:
+        if self.impact is None and self.scope is None:
+            raise ValueError("a rule must set impact, scope or both")
+        return self
+
+
+class SeverityRule(_Model):
+    """Ordered: for each of impact and scope, the first matching rule that sets it wins."""
+
+    name: str
+    when: RuleCondition
+    set: RuleEffect
+
+
+class DeclarationPolicy(_Model):
+    """When an alert becomes a declared incident (domain.md 'Alert vs incident')."""
+
+    severities: list[Severity] = [Severity.SEV1, Severity.SEV2]
+    multiple_alerts: bool = True
+    unresolved_after: Duration | None = timedelta(minutes=15)
+
+
+class SeverityConfig(_Model):
+    """config/severity.yaml: the matrix stays the one source of truth for severities."""
+
+    matrix: dict[Scope, dict[Impact, Severity]]
+    defaults: RuleEffect = RuleEffect(impact=Impact.MEDIUM, scope=Scope.MEDIUM)
+    force_sev1_labels: list[str] = ["data_loss", "security"]
+    grouping_window: Duration = timedelta(minutes=30)
+    declare: DeclarationPolicy = DeclarationPolicy()
+    rules: list[SeverityRule] = []
+
+    @field_validator("matrix")
+    @classmethod
+    def _complete(cls, matrix: Matrix) -> Matrix:
+        for scope in Scope:
+            for impact in Impact:
+                if impact not in matrix.get(scope, {}):
+                    raise ValueError(f"matrix is missing {scope.value} x {impact.value}")
+        return matrix
+
+    @field_validator("defaults")
+    @classmethod
+    def _both(cls, defaults: RuleEffect) -> RuleEffect:
+        if defaults.impact is None or defaults.scope is None:
+            raise ValueError("defaults must give both impact and scope")
+        return defaults
+
+
+class Person(_Model):
+    name: str
+    email: str | None = None
+    pagerduty_user_id: str | None = None
+    opsgenie_username: str | None = None
+
+
+class ServiceMatch(_Model):
+    """How provider alerts are routed to this service; any rule matching is enough."""
+
+    names: list[str] = []
+    pagerduty_service_ids: list[str] = []
+    labels: list[dict[str, str]] = Field(default=[], description="Any of these label sets (equality).")
+
+
+class Route53Record(_Model):
+    hosted_zone_id: str
+    record_name: str
+
+    @field_validator("record_name")
+    @classmethod
+    def _fqdn(cls, name: str) -> str:
+        return name if name.endswith(".") else name + "."
+
+
+class FeatureFlags(_Model):
+    base_url: str
+    flags: list[str] = []
+
+
+class Resources(_Model):
+    """What a service owns: playbooks of the service may only target these."""
+
+    namespaces: list[str] = []
+    deployments: list[str] = []
+    feature_flags: FeatureFlags | None = None
+    route53_records: list[Route53Record] = []
+    http_hosts: list[str] = []
+    prometheus_urls: list[str] = []
+
+
+class HealthCheck(_Model):
+    url: str
+    expect_status: int = 200
+
+
+class Service(_Model):
+    name: str
+    tier: int = Field(default=3, ge=1, le=4)
+    owners: list[str] = []
+    match: ServiceMatch = ServiceMatch()
+    approvers: list[Person] = []
+    backup_approvers: list[Person] = []
+    approvers_include_assignee: bool = Field(
+        default=True, description="The provider's current assignee (the IC) may approve."
+    )
+    statuspage_component: str | None = None
+    resources: Resources = Resources()
+    auto_run: list[str] = Field(default=[], description="Actions that may run without approval.")
+    health_checks: list[HealthCheck] = []
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, name: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
+            raise ValueError("service names are lower-case letters, digits, '.', '_' and '-'")
+        return name
+
+
+class ServicesConfig(_Model):
+    """config/services.yaml: the service catalog."""
+
+    default_tier: int = Field(default=3, ge=1, le=4)
+    services: list[Service] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> ServicesConfig:
+        seen: set[str] = set()
+        for service in self.services:
+            if service.name in seen:
+                raise ValueError(f"service {service.name!r} is defined twice")
+            seen.add(service.name)
+        return self
+
+    def get(self, name: str) -> Service | None:
+        return next((s for s in self.services if s.name == name), None)
+
+
+class CatalogConfig(_Model):
+    """The classification config as loaded from a config directory."""
+
+    severity: SeverityConfig
+    services: ServicesConfig
