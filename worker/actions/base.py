@@ -115,6 +115,10 @@ class Action(Generic[P]):
         """After a crash mid-step: is the target already in the state this step produces?"""
         return False
 
+    def repeatable(self, params: P) -> bool:
+        """May the step run again when a crash left its outcome unknown? (Same result either way.)"""
+        return not self.mutating
+
 
 def _params_model(cls: type) -> type[ActionParams]:
     for base in getattr(cls, "__orig_bases__", ()):
@@ -123,6 +127,14 @@ def _params_model(cls: type) -> type[ActionParams]:
             if isinstance(model, type) and issubclass(model, ActionParams):
                 return model
     raise TypeError(f"{cls.__name__} must subclass Action[SomeParams]")
+
+
+_SENSITIVE_HEADERS = ("authorization", "token", "key", "secret", "cookie", "password")
+
+
+def mask_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Headers as an approver or a log may see them: credentials replaced by ***."""
+    return {k: "***" if any(s in k.lower() for s in _SENSITIVE_HEADERS) else v for k, v in headers.items()}
 
 
 def known_actions() -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from worker.domain.catalog import (  # noqa: F401 - re-exported: the catalog models are part of this API
+    ApprovalPolicy,
     CatalogConfig,
     DeclarationPolicy,
     FeatureFlags,
@@ -25,7 +26,12 @@ from worker.domain.catalog import (  # noqa: F401 - re-exported: the catalog mod
 from worker.errors import ConfigError, Problem
 from worker.yamlfile import load_yaml
 
-CONFIG_FILES = {"severity.yaml": SeverityConfig, "services.yaml": ServicesConfig}
+CONFIG_FILES: dict[str, type[BaseModel]] = {
+    "severity.yaml": SeverityConfig,
+    "services.yaml": ServicesConfig,
+    "approvals.yaml": ApprovalPolicy,
+}
+OPTIONAL_FILES = {"approvals.yaml"}
 
 
 def load_config_file(path: Path, model: type[BaseModel]) -> tuple[BaseModel | None, list[Problem]]:
@@ -48,7 +54,8 @@ def load_catalog(config_dir: Path) -> CatalogConfig:
     for filename, model in CONFIG_FILES.items():
         path = config_dir / filename
         if not path.exists():
-            problems.append(Problem(str(path), 1, 1, "", "file not found"))
+            if filename not in OPTIONAL_FILES:
+                problems.append(Problem(str(path), 1, 1, "", "file not found"))
             continue
         value, found = load_config_file(path, model)
         problems.extend(found)
@@ -56,4 +63,8 @@ def load_catalog(config_dir: Path) -> CatalogConfig:
             loaded[filename] = value
     if problems:
         raise ConfigError(problems)
-    return CatalogConfig(severity=loaded["severity.yaml"], services=loaded["services.yaml"])
+    return CatalogConfig(
+        severity=loaded["severity.yaml"],
+        services=loaded["services.yaml"],
+        approvals=loaded.get("approvals.yaml", ApprovalPolicy()),
+    )

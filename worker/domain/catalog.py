@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -174,8 +174,22 @@ class ServicesConfig(_Model):
         return next((s for s in self.services if s.name == name), None)
 
 
+class ApprovalPolicy(_Model):
+    """config/approvals.yaml: how approval links work (optional file; these are the defaults)."""
+
+    link_ttl: Duration = timedelta(minutes=15)
+    sev1_approvals: int = Field(default=2, ge=1, le=5, description="Distinct approvers for any step on a SEV1.")
+    high_risk_approvals: int = Field(default=2, ge=1, le=5)
+    identity: Literal["links", "proxy"] = Field(
+        default="links", description="links: each approver gets a personal link; proxy: a trusted header names them."
+    )
+    proxy_header: str = "X-Forwarded-Email"
+    guesses_per_minute: int = Field(default=20, ge=1, description="Failed token look-ups per client address.")
+
+
 class CatalogConfig(_Model):
-    """The classification config as loaded from a config directory."""
+    """The config as loaded from a config directory."""
 
     severity: SeverityConfig
     services: ServicesConfig
+    approvals: ApprovalPolicy = ApprovalPolicy()

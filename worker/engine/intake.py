@@ -83,7 +83,7 @@ class Intake:
             incident=incident, source=event.source, external_id=event.external_id, group_key=event.group_key,
             title=event.title or incident.title, status="firing", severity=verdict.severity.value,
             priority=event.priority, labels=dict(event.labels), assignees={"names": list(event.assignees)},
-            url=event.url, received_at=now, last_event_at=now,
+            url=event.url, triggered_by=event.actor, received_at=now, last_event_at=now,
         )
         session.add(alert)
         session.flush()

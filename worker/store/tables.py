@@ -99,6 +99,7 @@ class Alert(Base):
     labels: Mapped[dict[str, Any]]
     assignees: Mapped[dict[str, Any]]  # {"names": [...]} as the provider last reported them
     url: Mapped[str | None] = mapped_column(String(1024))
+    triggered_by: Mapped[str | None] = mapped_column(String(256))  # who raised it at the provider, if a person
     received_at: Mapped[datetime]
     last_event_at: Mapped[datetime]
 
@@ -119,3 +120,100 @@ class TimelineEntry(Base):
     data: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Run(Base):
+    """One playbook planned for one incident; a persisted state machine the executor advances."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("incident_id", "playbook", name="uq_runs_incident_playbook"),  # at most once per incident
+        Index("ix_runs_status", "status"),
+        Index("ix_runs_service_playbook", "service", "playbook", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    playbook: Mapped[str] = mapped_column(String(128))
+    playbook_hash: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str] = mapped_column(String(128))
+    mode: Mapped[str] = mapped_column(String(16))  # active | shadow
+    dry_run: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(24))
+    on_timeout: Mapped[str] = mapped_column(String(16))
+    match_reasons: Mapped[dict[str, Any]]
+    triggered_by: Mapped[str | None] = mapped_column(String(256))  # may approve, but never alone
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[datetime | None]
+    wake_at: Mapped[datetime | None]  # earliest time the executor should look again (verify polling)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    steps: Mapped[list[RunStep]] = relationship(order_by="RunStep.position", back_populates="run")
+
+
+class RunStep(Base):
+    __tablename__ = "run_steps"
+    __table_args__ = (UniqueConstraint("run_id", "position", name="uq_run_steps_position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    step_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16), default="main")  # main | undo
+    action: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]]  # the step as written (unrendered), to re-render at run time
+    params: Mapped[dict[str, Any]]  # rendered parameters, secrets masked: what approvers see
+    mutating: Mapped[bool]
+    needs_approval: Mapped[bool]
+    approvals_required: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(24))
+    preview: Mapped[dict[str, Any] | None]
+    plan_hash: Mapped[str | None] = mapped_column(String(64))  # what the approvers approved
+    idempotency_key: Mapped[str] = mapped_column(String(128))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    intent_at: Mapped[datetime | None]  # recorded (committed) before the mutating call
+    applied_at: Mapped[datetime | None]
+    verify_deadline: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    output: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    run: Mapped[Run] = relationship(back_populates="steps")
+    approvals: Mapped[list[ApprovalRequest]] = relationship(order_by="ApprovalRequest.id")
+
+
+class ApprovalRequest(Base):
+    """One approver's single-use link for one gate; only the token's hash is stored."""
+
+    __tablename__ = "approval_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("run_steps.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    approver: Mapped[str] = mapped_column(String(256))  # name, or "*" in proxy-identity mode
+    approver_email: Mapped[str | None] = mapped_column(String(256))
+    plan_hash: Mapped[str] = mapped_column(String(64))
+    round: Mapped[int] = mapped_column(Integer, default=1)  # 2 after an escalation
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    decision: Mapped[str | None] = mapped_column(String(16))  # approve | deny
+    decided_by: Mapped[str | None] = mapped_column(String(256))
+    decided_from: Mapped[str | None] = mapped_column(String(64))
+    voided_at: Mapped[datetime | None]
+    void_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Pause(Base):
+    """Kill switch: while a row exists for 'global' or a service, no new mutation starts."""
+
+    __tablename__ = "pauses"
+
+    scope: Mapped[str] = mapped_column(String(128), primary_key=True)
+    paused_by: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)
+    paused_at: Mapped[datetime]

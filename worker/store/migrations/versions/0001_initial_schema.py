@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+
 revision = '0001'
 down_revision = None
 branch_labels = None
@@ -66,6 +67,13 @@ def upgrade() -> None:
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
+    op.create_table('pauses',
+    sa.Column('scope', sa.String(length=128), nullable=False),
+    sa.Column('paused_by', sa.String(length=256), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('paused_at', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('scope')
+    )
     op.create_table('processed_events',
     sa.Column('key', sa.String(length=768), nullable=False),
     sa.Column('processed_at', sa.DateTime(timezone=True), nullable=False),
@@ -97,6 +105,32 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_alerts_incident_id'), ['incident_id'], unique=False)
         batch_op.create_index('ix_alerts_source_external', ['source', 'external_id'], unique=False)
 
+    op.create_table('runs',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('incident_id', sa.Integer(), nullable=False),
+    sa.Column('playbook', sa.String(length=128), nullable=False),
+    sa.Column('playbook_hash', sa.String(length=64), nullable=False),
+    sa.Column('service', sa.String(length=128), nullable=False),
+    sa.Column('mode', sa.String(length=16), nullable=False),
+    sa.Column('dry_run', sa.Boolean(), nullable=False),
+    sa.Column('status', sa.String(length=24), nullable=False),
+    sa.Column('on_timeout', sa.String(length=16), nullable=False),
+    sa.Column('match_reasons', sa.JSON(), nullable=False),
+    sa.Column('claimed_by', sa.String(length=128), nullable=True),
+    sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('wake_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['incident_id'], ['incidents.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('incident_id', 'playbook', name='uq_runs_incident_playbook')
+    )
+    with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.create_index('ix_runs_service_playbook', ['service', 'playbook', 'created_at'], unique=False)
+        batch_op.create_index('ix_runs_status', ['status'], unique=False)
+
     op.create_table('timeline',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('incident_id', sa.Integer(), nullable=False),
@@ -112,15 +146,82 @@ def upgrade() -> None:
     with op.batch_alter_table('timeline', schema=None) as batch_op:
         batch_op.create_index('ix_timeline_incident_id', ['incident_id', 'id'], unique=False)
 
+    op.create_table('run_steps',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=False),
+    sa.Column('position', sa.Integer(), nullable=False),
+    sa.Column('step_id', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('action', sa.String(length=64), nullable=False),
+    sa.Column('spec', sa.JSON(), nullable=False),
+    sa.Column('params', sa.JSON(), nullable=False),
+    sa.Column('mutating', sa.Boolean(), nullable=False),
+    sa.Column('needs_approval', sa.Boolean(), nullable=False),
+    sa.Column('approvals_required', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=24), nullable=False),
+    sa.Column('preview', sa.JSON(), nullable=True),
+    sa.Column('plan_hash', sa.String(length=64), nullable=True),
+    sa.Column('idempotency_key', sa.String(length=128), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('intent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('applied_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('verify_deadline', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('output', sa.JSON(), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['run_id'], ['runs.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('run_id', 'position', name='uq_run_steps_position')
+    )
+    with op.batch_alter_table('run_steps', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_run_steps_run_id'), ['run_id'], unique=False)
+
+    op.create_table('approval_requests',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('step_id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('approver', sa.String(length=256), nullable=False),
+    sa.Column('approver_email', sa.String(length=256), nullable=True),
+    sa.Column('plan_hash', sa.String(length=64), nullable=False),
+    sa.Column('round', sa.Integer(), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('used_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('decision', sa.String(length=16), nullable=True),
+    sa.Column('decided_by', sa.String(length=256), nullable=True),
+    sa.Column('decided_from', sa.String(length=64), nullable=True),
+    sa.Column('voided_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('void_reason', sa.Text(), nullable=True),
+    sa.ForeignKeyConstraint(['step_id'], ['run_steps.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('token_hash')
+    )
+    with op.batch_alter_table('approval_requests', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_approval_requests_step_id'), ['step_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('approval_requests', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_approval_requests_step_id'))
+
+    op.drop_table('approval_requests')
+    with op.batch_alter_table('run_steps', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_run_steps_run_id'))
+
+    op.drop_table('run_steps')
     with op.batch_alter_table('timeline', schema=None) as batch_op:
         batch_op.drop_index('ix_timeline_incident_id')
 
     op.drop_table('timeline')
+    with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_runs_status')
+        batch_op.drop_index('ix_runs_service_playbook')
+
+    op.drop_table('runs')
     with op.batch_alter_table('alerts', schema=None) as batch_op:
         batch_op.drop_index('ix_alerts_source_external')
         batch_op.drop_index(batch_op.f('ix_alerts_incident_id'))
@@ -131,6 +232,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_processed_events_processed_at'))
 
     op.drop_table('processed_events')
+    op.drop_table('pauses')
     op.drop_table('leases')
     with op.batch_alter_table('incidents', schema=None) as batch_op:
         batch_op.drop_index('ix_incidents_service_status')

@@ -1,0 +1,205 @@
+"""The approval gate: single-use expiring links bound to exactly what will run.
+
+Only a token's SHA-256 is stored. A request is bound to one step of one run and to the hash of the
+exact change shown (parameters, target and the target's state when previewed); if that changes,
+the incident resolves or the link expires, the decision is refused and a new approval is asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker.domain.catalog import ApprovalPolicy, Person, Service
+from worker.domain.clock import as_utc
+from worker.domain.incidents import TimelineKind
+from worker.store import timeline
+from worker.store.tables import ApprovalRequest, Incident, Run, RunStep
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def plan_hash(*, incident_id: int, run_id: int, step: RunStep, preview: dict[str, Any]) -> str:
+    """What an approval is bound to: incident, run, step, the exact params and the previewed target state."""
+    material = {"incident": incident_id, "run": run_id, "step": step.step_id, "action": step.action,
+                "params": step.params, "preview": preview}
+    return hashlib.sha256(repr(sorted(_flatten(material))).encode()).hexdigest()
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in _flatten(v, f"{prefix}.{k}")]
+    if isinstance(value, list):
+        return [item for i, v in enumerate(value) for item in _flatten(v, f"{prefix}[{i}]")]
+    return [(prefix, repr(value))]
+
+
+@dataclass(frozen=True)
+class Approver:
+    name: str
+    email: str | None
+    role: str  # "incident commander" | "service approver" | "backup approver"
+
+
+def allowed_approvers(*, service: Service, assignees: list[str], backup: bool = False) -> list[Approver]:
+    """The current IC (the provider's assignee) and the catalog's approvers; backups after an escalation."""
+    people: list[Approver] = []
+    if backup:
+        people = [Approver(p.name, p.email, "backup approver") for p in service.backup_approvers]
+    else:
+        if service.approvers_include_assignee:
+            people += [Approver(_name(name, service.approvers), _email(name, service.approvers), "incident commander")
+                       for name in assignees]
+        people += [Approver(p.name, p.email, "service approver") for p in service.approvers]
+    unique: dict[str, Approver] = {}
+    for person in people:
+        unique.setdefault(person.name.lower(), person)
+    return list(unique.values())
+
+
+def _name(name: str, people: list[Person]) -> str:
+    return next((p.name for p in people if name in (p.name, p.pagerduty_user_id, p.email, p.opsgenie_username)), name)
+
+
+def _email(name: str, people: list[Person]) -> str | None:
+    return next((p.email for p in people if name in (p.name, p.pagerduty_user_id, p.email, p.opsgenie_username)), None)
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    approver: Approver
+    token: str  # shown once, in the note; never stored
+
+
+def open_gate(session: Session, *, step: RunStep, approvers: list[Approver], policy: ApprovalPolicy, plan: str,
+              now: datetime, round_: int = 1) -> list[IssuedLink]:
+    """Create one single-use link per approver (or one shared link in proxy-identity mode)."""
+    expires = now + policy.link_ttl
+    holders = approvers if policy.identity == "links" else [Approver("*", None, "any allowed approver")]
+    links = []
+    for approver in holders:
+        token = secrets.token_urlsafe(32)
+        session.add(ApprovalRequest(
+            step_id=step.id, token_hash=token_hash(token), approver=approver.name, approver_email=approver.email,
+            plan_hash=plan, round=round_, created_at=now, expires_at=expires,
+        ))
+        links.append(IssuedLink(approver, token))
+    step.plan_hash = plan
+    step.status = "awaiting_approval"
+    session.flush()
+    return links
+
+
+def void_open_requests(session: Session, *, step: RunStep, now: datetime, reason: str) -> int:
+    count = 0
+    for request in step.approvals:
+        if request.used_at is None and request.voided_at is None:
+            request.voided_at = now
+            request.void_reason = reason
+            count += 1
+    return count
+
+
+class DecisionRefused(Exception):
+    """A decision that changes nothing; `status` is the HTTP status of the page that says why."""
+
+    def __init__(self, status: int, reason: str):
+        self.status = status
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class GateView:
+    """What the approval page shows (GET never changes anything)."""
+
+    request: ApprovalRequest
+    step: RunStep
+    run: Run
+    incident: Incident
+
+
+def lookup(session: Session, *, token: str, now: datetime) -> GateView:
+    """Find the request for a token; DecisionRefused when unknown, used, void or expired."""
+    request = session.execute(
+        select(ApprovalRequest).where(ApprovalRequest.token_hash == token_hash(token))
+    ).scalar_one_or_none()
+    if request is None:
+        raise DecisionRefused(404, "This approval link is not valid. Check that you copied the whole link.")
+    step = session.get(RunStep, request.step_id)
+    assert step is not None
+    run = step.run
+    incident = session.get(Incident, run.incident_id)
+    assert incident is not None
+    view = GateView(request, step, run, incident)
+    if request.used_at is not None:
+        raise DecisionRefused(409, f"This link was already used ({request.decision} by {request.decided_by}).")
+    if request.voided_at is not None:
+        raise DecisionRefused(410, f"This approval is void: {request.void_reason}. A new request has been or will be sent.")
+    if as_utc(request.expires_at) <= now:
+        raise DecisionRefused(410, "This approval link has expired.")
+    if incident.status == "resolved":
+        raise DecisionRefused(410, "The incident is resolved; nothing will run.")
+    if step.status != "awaiting_approval" or request.plan_hash != step.plan_hash:
+        raise DecisionRefused(410, "The plan changed since this link was sent; this approval is void.")
+    return view
+
+
+def decide(session: Session, *, view: GateView, decision: str, identity: str, address: str | None,
+           allowed: list[Approver], now: datetime) -> str:
+    """Record one decision exactly once; returns the step's resulting status."""
+    request, step, run = view.request, view.step, view.run
+    if decision not in {"approve", "deny"}:
+        raise DecisionRefused(400, "decision must be approve or deny")
+    names = {a.name.lower() for a in allowed} | {(a.email or "").lower() for a in allowed if a.email}
+    if identity.lower() not in names:
+        raise DecisionRefused(403, f"{identity} is not allowed to approve this step (allowed: "
+                                   f"{', '.join(a.name for a in allowed) or 'nobody'}).")
+    earlier = [r for r in step.approvals if r.used_at is not None and r.decided_by
+               and r.decided_by.lower() == identity.lower() and r.voided_at is None]
+    if earlier:
+        raise DecisionRefused(409, f"{identity} has already decided on this step.")
+    request.used_at = now
+    request.decision = decision
+    request.decided_by = identity
+    request.decided_from = address
+    timeline.append(session, incident_id=run.incident_id, at=now, kind=TimelineKind.APPROVAL,
+                    message=f"{identity} {'approved' if decision == 'approve' else 'denied'} step {step.step_id} "
+                            f"of {run.playbook} (run #{run.id}) from {address or 'unknown address'}; "
+                            f"plan {request.plan_hash[:12]}",
+                    data={"run": run.id, "step": step.step_id, "decision": decision, "by": identity,
+                          "from": address, "plan_hash": request.plan_hash})
+    if decision == "deny":
+        step.status = "denied"
+        void_open_requests(session, step=step, now=now, reason=f"denied by {identity}")
+        return step.status
+    approvers = {r.decided_by.lower() for r in step.approvals
+                 if r.decision == "approve" and r.voided_at is None and r.decided_by}
+    others = approvers - {(run.triggered_by or "").lower()}
+    if len(approvers) >= step.approvals_required and others:
+        step.status = "approved"
+        void_open_requests(session, step=step, now=now, reason="quorum reached")
+        timeline.append(session, incident_id=run.incident_id, at=now, kind=TimelineKind.APPROVAL,
+                        message=f"step {step.step_id} approved ({len(approvers)} of {step.approvals_required} "
+                                f"approvals)")
+    return step.status
+
+
+def expired(step: RunStep, *, now: datetime) -> bool:
+    """True when every open link of the step's current round has expired."""
+    open_requests = [r for r in step.approvals if r.used_at is None and r.voided_at is None]
+    return bool(open_requests) and all(as_utc(r.expires_at) <= now for r in open_requests)
+
+
+def current_round(step: RunStep) -> int:
+    return max((r.round for r in step.approvals), default=0)
+
+

@@ -1,0 +1,503 @@
+"""The executor: advance runs one step transition at a time, from the database, safely across processes.
+
+Each run is claimed with a short lease on its row, so two processes never advance the same run; a
+mutating step also holds the service's mutation lease, so two changes to one service are never in
+flight at once. Before a mutating call the intent is committed; after a crash the step is
+recovered by asking the target (already_applied) or, for steps whose repeat is harmless
+(repeatable), by running it again — never by blindly re-applying a mutation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+from worker.actions.base import ActionContext, Preview, get_action
+from worker.clients.factory import Clients
+from worker.domain.catalog import CatalogConfig, Service
+from worker.domain.clock import Clock, as_utc, utcnow
+from worker.domain.incidents import TimelineKind
+from worker.engine import approvals
+from worker.engine.notify import post_note
+from worker.engine.planner import PlanError, render_step, template_context
+from worker.engine.snapshot import incident_snapshot
+from worker.errors import ActionError, PermanentError, TransientError
+from worker.playbooks.model import Check, Step
+from worker.settings import Settings
+from worker.store import leases, timeline
+from worker.store.tables import Incident, Pause, Run, RunStep
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("planned", "awaiting_approval", "approved", "running", "verifying")
+TERMINAL = ("succeeded", "failed", "denied", "expired", "cancelled", "skipped")
+
+
+@dataclass
+class Executor:
+    sessions: sessionmaker[Session]
+    catalog: CatalogConfig
+    settings: Settings
+    clients: Clients
+    holder: str
+    clock: Clock = utcnow
+    sleep: Callable[[float], None] = field(default=lambda s: None)
+    claim_ttl: timedelta = timedelta(seconds=30)
+    poll: timedelta = timedelta(seconds=5)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Advance every runnable run as far as it can go now; returns transitions made."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            ids = list(session.execute(
+                select(Run.id).where(Run.status.in_(ACTIVE), or_(Run.wake_at.is_(None), Run.wake_at <= now))
+                .order_by(Run.id)
+            ).scalars())
+        moved = 0
+        for run_id in ids:
+            if not self._claim(run_id):
+                continue
+            try:
+                for _ in range(50):  # bounded: a run never monopolises the loop
+                    if not self._advance(run_id):
+                        break
+                    moved += 1
+            finally:
+                self._unclaim(run_id)
+        return moved
+
+    def _claim(self, run_id: int) -> bool:
+        now = self.clock()
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(Run).where(Run.id == run_id, Run.status.in_(ACTIVE),
+                                  or_(Run.claimed_until.is_(None), Run.claimed_until < now, Run.claimed_by == self.holder))
+                .values(claimed_by=self.holder, claimed_until=now + self.claim_ttl)
+            )
+            return bool(result.rowcount)
+
+    def _unclaim(self, run_id: int) -> None:
+        with self.sessions.begin() as session:
+            session.execute(update(Run).where(Run.id == run_id, Run.claimed_by == self.holder)
+                            .values(claimed_by=None, claimed_until=None))
+
+    def _renew(self, session: Session, run: Run) -> None:
+        run.claimed_until = self.clock() + self.claim_ttl
+
+    # -- one transition -------------------------------------------------------------------------------
+
+    def _advance(self, run_id: int) -> bool:
+        """Make one transition of the run; False when it must wait (approval, verification, lock)."""
+        with self.sessions.begin() as session:
+            run = session.get(Run, run_id)
+            if run is None or run.status not in ACTIVE or run.claimed_by != self.holder:
+                return False
+            self._renew(session, run)
+            incident = session.get(Incident, run.incident_id)
+            assert incident is not None
+            step = next((s for s in run.steps if s.status not in TERMINAL), None)
+            if step is None:
+                self._finish(session, run)
+                return False
+            if incident.status == "resolved" and step.status in ("planned", "awaiting_approval", "approved"):
+                self._cancel(session, run, reason="the incident resolved")
+                return False
+            status = step.status
+        handler = {
+            "planned": self._on_planned,
+            "awaiting_approval": self._on_awaiting,
+            "approved": self._on_approved,
+            "running": self._on_running,
+            "verifying": self._on_verifying,
+        }[status]
+        return handler(run_id, step.id)
+
+    def _on_planned(self, run_id: int, step_id: int) -> bool:
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            if run.mode == "shadow":
+                preview = self._preview_or_error(session, step=step, incident=incident, service=service)
+                text = f"[shadow] incident-worker would have run {step.step_id}: {preview.description}"
+                step.status = "skipped"
+                step.preview = preview.model_dump(mode="json")
+                step.finished_at = self.clock()
+                self._note(session, incident, text, kind=TimelineKind.PLAN)
+                return True
+            if not step.needs_approval:
+                step.status = "approved"
+                return True
+            try:
+                preview = self._preview(step=step, incident=incident, service=service)
+            except (ActionError, PlanError) as exc:
+                self._fail(session, run, step, f"could not preview the change: {exc}")
+                return True
+            return self._ask(session, run, step, incident, service, preview, round_=1)
+
+    def _ask(self, session: Session, run: Run, step: RunStep, incident: Incident, service: Service,
+             preview: Preview, *, round_: int) -> bool:
+        now = self.clock()
+        step.preview = preview.model_dump(mode="json")
+        snapshot = incident_snapshot(incident)
+        allowed = approvals.allowed_approvers(service=service, assignees=snapshot["assignees"], backup=round_ > 1)
+        if not allowed:
+            self._fail(session, run, step, "nobody is allowed to approve this step (no IC and no catalog approvers)")
+            return True
+        plan = approvals.plan_hash(incident_id=incident.id, run_id=run.id, step=step, preview=step.preview)
+        links = approvals.open_gate(session, step=step, approvers=allowed, policy=self.catalog.approvals, plan=plan,
+                                    now=now, round_=round_)
+        run.status = "awaiting_approval"
+        run.updated_at = now
+        base = self.settings.public_url.rstrip("/")
+        ttl = self.catalog.approvals.link_ttl
+        lines = [f"incident-worker asks approval for {run.playbook} step {step.step_id}: {preview.description}.",
+                 f"Needs {step.approvals_required} approval(s); links expire in {ttl}."]
+        lines += [f"- {link.approver.name} ({link.approver.role}): {base}/approvals/{link.token}" for link in links]
+        done, errors = post_note(self.clients, incident=snapshot, text="\n".join(lines))
+        where = ", ".join(done) if done else "no paging channel (configure the PagerDuty or Opsgenie API)"
+        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.APPROVAL,
+                        message=f"approval requested for {step.step_id} ({preview.description}) from "
+                                f"{', '.join(a.name for a in allowed)}; links posted to {where}"
+                                + (f"; errors: {'; '.join(errors)}" if errors else ""),
+                        data={"run": run.id, "step": step.step_id, "plan_hash": plan, "round": round_})
+        return False
+
+    def _on_awaiting(self, run_id: int, step_id: int) -> bool:
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            now = self.clock()
+            if not approvals.expired(step, now=now):
+                run.wake_at = min((as_utc(r.expires_at) for r in step.approvals if r.used_at is None
+                                   and r.voided_at is None), default=now + self.poll)
+                return False
+            approvals.void_open_requests(session, step=step, now=now, reason="expired")
+            if run.on_timeout == "escalate" and approvals.current_round(step) == 1 and service.backup_approvers:
+                timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.ESCALATED,
+                                message=f"approval for {step.step_id} timed out; escalating to backup approvers")
+                return self._ask(session, run, step, incident, service, Preview(**step.preview), round_=2)
+            step.status = "expired"
+            step.finished_at = now
+            run.status = "expired"
+            run.finished_at = now
+            self._note(session, incident, f"incident-worker: approval for {step.step_id} expired; nothing was run.",
+                       kind=TimelineKind.APPROVAL)
+            return False
+
+    def _on_approved(self, run_id: int, step_id: int) -> bool:
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            now = self.clock()
+            run.status = "running"
+            if step.mutating:
+                pause = self._paused(session, service.name)
+                if pause is not None:
+                    if run.wake_at is None or as_utc(run.wake_at) < now:
+                        run.wake_at = now + self.poll
+                    return False
+                if not leases.acquire(session, name=f"mutation:{service.name}", holder=f"step:{step.id}", now=now,
+                                      ttl=self._lock_ttl(step)):
+                    run.wake_at = now + self.poll
+                    return False
+            try:
+                params, secrets = self._params(step=step, incident=incident, service=service)
+            except (PlanError, ActionError) as exc:
+                self._fail(session, run, step, f"refused at run time: {exc}")
+                return True
+            action = get_action(step.action)
+            ctx = self._context(incident, service, step, secrets)
+            preview = Preview(**step.preview) if step.preview else Preview(description=action.describe(params),
+                                                                            target=step.action)
+            if step.needs_approval:
+                try:
+                    fresh = action.preview(params, ctx)
+                except ActionError as exc:
+                    self._fail(session, run, step, f"could not re-check the target: {exc}")
+                    return True
+                fresh_json = fresh.model_dump(mode="json")
+                plan = approvals.plan_hash(incident_id=incident.id, run_id=run.id, step=step, preview=fresh_json)
+                if plan != step.plan_hash:
+                    approvals.void_open_requests(session, step=step, now=now, reason="the target changed")
+                    step.status = "planned"
+                    timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.GUARDRAIL,
+                                    message=f"{step.step_id}: the target changed since it was approved "
+                                            f"({fresh.description}); approval void, asking again")
+                    leases.release(session, name=f"mutation:{service.name}", holder=f"step:{step.id}")
+                    return True
+                preview = fresh
+            # Record the intent before calling out: a crash from here on is recovered, never repeated blindly.
+            step.status = "running"
+            step.intent_at = now
+            step.started_at = step.started_at or now
+            step.attempts += 1
+        return self._execute(run_id, step_id, action.name, params, ctx, preview)
+
+    def _on_running(self, run_id: int, step_id: int) -> bool:
+        """A step found running by a (re)started executor: its outcome is unknown."""
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            action = get_action(step.action)
+            try:
+                params, secrets = self._params(step=step, incident=incident, service=service)
+            except (PlanError, ActionError) as exc:
+                self._fail(session, run, step, f"refused at run time: {exc}")
+                return True
+            ctx = self._context(incident, service, step, secrets)
+            preview = Preview(**step.preview) if step.preview else Preview(description=action.describe(params),
+                                                                            target=step.action)
+            if step.mutating and not leases.acquire(session, name=f"mutation:{service.name}",
+                                                    holder=f"step:{step.id}", now=self.clock(),
+                                                    ttl=self._lock_ttl(step)):
+                run.wake_at = self.clock() + self.poll
+                return False
+            try:
+                applied = action.already_applied(params, ctx, preview)
+            except ActionError:
+                applied = False
+            if applied:
+                self._applied(session, run, step, incident, summary="found already applied after a restart",
+                              output={"recovered": True})
+                return True
+            if not action.repeatable(params):
+                self._fail(session, run, step, "the worker stopped during this step and its outcome is unknown; "
+                                               "it is not safe to repeat: check the target by hand")
+                return True
+            timeline.append(session, incident_id=incident.id, at=self.clock(), kind=TimelineKind.STEP,
+                            message=f"{step.step_id}: resuming after a restart (repeating it is safe)")
+            step.attempts += 1
+        return self._execute(run_id, step_id, action.name, params, ctx, preview)
+
+    def _execute(self, run_id: int, step_id: int, action_name: str, params: Any, ctx: ActionContext,
+                 preview: Preview) -> bool:
+        action = get_action(action_name)
+        spec = self._spec(step_id)
+        result = None
+        error: str | None = None
+        if self.settings.dry_run and action.mutating:
+            summary, output = f"dry run: would have run {preview.description}", {"dry_run": True}
+        else:
+            try:
+                result = _with_retries(lambda: action.run(params, ctx, preview), retry=spec.retry, sleep=self.sleep)
+                summary, output = result.summary, result.output
+            except TransientError as exc:
+                error = f"gave up after {spec.retry.attempts} attempts: {exc}"
+            except PermanentError as exc:
+                error = str(exc)
+            except ActionError as exc:
+                error = str(exc)
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            if error is not None:
+                self._fail(session, run, step, error)
+                return True
+            if result is not None and not result.ok:
+                self._fail(session, run, step, summary)
+                return True
+            self._applied(session, run, step, incident, summary=summary, output=output)
+        return True
+
+    def _applied(self, session: Session, run: Run, step: RunStep, incident: Incident, *, summary: str,
+                 output: dict[str, Any]) -> None:
+        now = self.clock()
+        step.applied_at = now
+        step.output = {"summary": summary, **output}
+        spec = Step.model_validate(step.spec)
+        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.STEP,
+                        message=f"{step.step_id} ({step.action}) done: {summary}",
+                        data={"run": run.id, "step": step.step_id, "output": step.output})
+        if spec.verify is not None and not (self.settings.dry_run and step.mutating):
+            step.status = "verifying"
+            step.verify_deadline = now + spec.verify.within
+            run.status = "verifying"
+        else:
+            step.status = "succeeded"
+            step.finished_at = now
+            self._release_lock(session, run, step)
+
+    def _on_verifying(self, run_id: int, step_id: int) -> bool:
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            spec = Step.model_validate(step.spec)
+            assert spec.verify is not None
+            check: Check = spec.verify
+        ok, summary = self._check(check, incident=incident, service=service, step=step)
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            now = self.clock()
+            if ok:
+                step.status = "succeeded"
+                step.finished_at = now
+                timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.STEP,
+                                message=f"{step.step_id} verified: {summary}")
+                self._release_lock(session, run, step)
+                run.status = "running"
+                run.wake_at = None
+                return True
+            if step.verify_deadline is not None and now < as_utc(step.verify_deadline):
+                run.wake_at = now + check.interval
+                return False
+            self._fail(session, run, step, f"verification failed within {check.within}: {summary}")
+            if spec.undo is not None:
+                self._propose_undo(session, run, step, spec)
+            return True
+
+    def _propose_undo(self, session: Session, run: Run, step: RunStep, spec: Step) -> None:
+        assert spec.undo is not None
+        undo_spec = Step(id=f"undo-{spec.id}", action=spec.undo.action, with_=spec.undo.with_, approval="required")
+        # The undo goes right after the failed step; later steps move down one place.
+        for later in sorted((s for s in run.steps if s.position > step.position), key=lambda s: -s.position):
+            later.position += 1
+            session.flush()
+        undo = RunStep(run_id=run.id, position=step.position + 1, step_id=undo_spec.id, kind="undo",
+                       action=undo_spec.action, spec=undo_spec.model_dump(mode="json", by_alias=True),
+                       params=spec.undo.with_, mutating=get_action(undo_spec.action).mutating, needs_approval=True,
+                       approvals_required=step.approvals_required, status="planned",
+                       idempotency_key=f"{step.idempotency_key}-undo")
+        session.add(undo)
+        run.status = "running"
+        run.finished_at = None
+        timeline.append(session, incident_id=run.incident_id, at=self.clock(), kind=TimelineKind.PLAN,
+                        message=f"proposing undo of {step.step_id} ({undo_spec.action}) behind the approval gate")
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _check(self, check: Check, *, incident: Incident, service: Service, step: RunStep) -> tuple[bool, str]:
+        action = get_action(check.action)
+        try:
+            with self.sessions() as session:
+                fresh = session.get(Incident, incident.id)
+                assert fresh is not None
+                context = template_context(incident=fresh, service=service, settings=self.settings)
+            rendered, _, secrets = render_step(check.with_, context=context)
+            params = action.params.model_validate(rendered)
+            ctx = self._context(incident, service, step, secrets)
+            result = action.run(params, ctx, Preview(description=action.describe(params), target=check.action))
+            return result.ok, result.summary
+        except (ActionError, PlanError, ValueError) as exc:
+            return False, str(exc)
+
+    def _preview(self, *, step: RunStep, incident: Incident, service: Service) -> Preview:
+        params, secrets = self._params(step=step, incident=incident, service=service)
+        action = get_action(step.action)
+        return action.preview(params, self._context(incident, service, step, secrets))
+
+    def _preview_or_error(self, session: Session, *, step: RunStep, incident: Incident, service: Service) -> Preview:
+        try:
+            return self._preview(step=step, incident=incident, service=service)
+        except (ActionError, PlanError) as exc:
+            return Preview(description=f"{step.action} {step.params} (preview failed: {exc})", target=step.action)
+
+    def _params(self, *, step: RunStep, incident: Incident, service: Service) -> tuple[Any, dict[str, str]]:
+        """Re-render at run time (secrets are never stored) and check the scope again."""
+        spec = Step.model_validate(step.spec)
+        action = get_action(step.action)
+        context = template_context(incident=incident, service=service, settings=self.settings)
+        rendered, masked, secrets = render_step(spec.with_, context=context)
+        try:
+            params = action.params.model_validate(rendered)
+        except ValueError as exc:
+            raise PlanError(str(exc)) from None
+        scope = action.scope_problems(params, service)
+        if scope:
+            raise PermanentError(f"{scope[0][0]}: {scope[0][1]}")
+        if step.kind == "main" and masked != step.params:
+            raise PlanError("the rendered parameters differ from the planned ones")
+        return params, secrets
+
+    def _context(self, incident: Incident, service: Service, step: RunStep, secrets: dict[str, str]) -> ActionContext:
+        return ActionContext(settings=self.settings, service=service, incident=incident_snapshot(incident),
+                             clients=self.clients, idempotency_key=step.idempotency_key, now=self.clock,
+                             sleep=self.sleep, secret_values=tuple(secrets.values()))
+
+    def _load(self, session: Session, run_id: int, step_id: int) -> tuple[Run, RunStep, Incident, Service]:
+        run = session.get(Run, run_id)
+        step = session.get(RunStep, step_id)
+        assert run is not None and step is not None
+        incident = session.get(Incident, run.incident_id)
+        assert incident is not None
+        service = self.catalog.services.get(run.service)
+        if service is None:
+            raise PermanentError(f"service {run.service!r} is no longer in the catalog")
+        return run, step, incident, service
+
+    def _spec(self, step_id: int) -> Step:
+        with self.sessions() as session:
+            step = session.get(RunStep, step_id)
+            assert step is not None
+            return Step.model_validate(step.spec)
+
+    def _paused(self, session: Session, service: str) -> Pause | None:
+        return session.execute(select(Pause).where(Pause.scope.in_(["global", service]))).scalars().first()
+
+    def _lock_ttl(self, step: RunStep) -> timedelta:
+        spec = Step.model_validate(step.spec)
+        verify = spec.verify.within if spec.verify else timedelta(0)
+        return spec.timeout * max(1, spec.retry.attempts) + verify + timedelta(minutes=1)
+
+    def _release_lock(self, session: Session, run: Run, step: RunStep) -> None:
+        if step.mutating:
+            leases.release(session, name=f"mutation:{run.service}", holder=f"step:{step.id}")
+
+    def _fail(self, session: Session, run: Run, step: RunStep, error: str) -> None:
+        now = self.clock()
+        step.status = "failed"
+        step.error = error[:4000]
+        step.finished_at = now
+        self._release_lock(session, run, step)
+        timeline.append(session, incident_id=run.incident_id, at=now, kind=TimelineKind.STEP,
+                        message=f"{step.step_id} ({step.action}) failed: {error}")
+        spec = Step.model_validate(step.spec)
+        if spec.on_failure == "stop":
+            for later in run.steps:
+                if later.position > step.position and later.status == "planned":
+                    later.status = "cancelled"
+            run.status = "failed"
+            run.error = f"{step.step_id}: {error}"[:4000]
+            run.finished_at = now
+
+    def _cancel(self, session: Session, run: Run, *, reason: str) -> None:
+        now = self.clock()
+        for step in run.steps:
+            if step.status not in TERMINAL:
+                approvals.void_open_requests(session, step=step, now=now, reason=reason)
+                step.status = "cancelled"
+        run.status = "cancelled"
+        run.finished_at = now
+        timeline.append(session, incident_id=run.incident_id, at=now, kind=TimelineKind.PLAN,
+                        message=f"run #{run.id} ({run.playbook}) cancelled: {reason}")
+
+    def _finish(self, session: Session, run: Run) -> None:
+        statuses = {s.status for s in run.steps}
+        now = self.clock()
+        run.status = next((final for final in ("denied", "expired", "failed") if final in statuses), "succeeded")
+        run.finished_at = now
+        timeline.append(session, incident_id=run.incident_id, at=now, kind=TimelineKind.PLAN,
+                        message=f"run #{run.id} ({run.playbook}) finished: {run.status}")
+
+    def _note(self, session: Session, incident: Incident, text: str, *, kind: TimelineKind) -> None:
+        done, errors = post_note(self.clients, incident=incident_snapshot(incident), text=text)
+        suffix = f" (posted to {', '.join(done)})" if done else ""
+        timeline.append(session, incident_id=incident.id, at=self.clock(), kind=kind, message=text + suffix)
+
+
+def _with_retries(call: Callable[[], Any], *, retry: Any, sleep: Callable[[float], None]) -> Any:
+    """Retry TransientError only, with exponential backoff that honours Retry-After."""
+
+    def wait(state: Any) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = retry.backoff.total_seconds() * (2 ** (state.attempt_number - 1))
+        hinted = getattr(exc, "retry_after", None) or 0
+        return min(max(backoff, hinted), 300.0)
+
+    for attempt in Retrying(stop=stop_after_attempt(retry.attempts), wait=wait,
+                            retry=retry_if_exception_type(TransientError), sleep=sleep, reraise=True):
+        with attempt:
+            return call()
+    raise AssertionError("unreachable")

@@ -1,0 +1,165 @@
+"""Plan playbooks for a declared incident: match, render, check scope, persist the run (no side effects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker.actions.base import fingerprint, get_action
+from worker.domain.catalog import CatalogConfig, Service
+from worker.domain.incidents import TimelineKind
+from worker.domain.severity import Severity
+from worker.engine.snapshot import alerts_snapshot, incident_snapshot
+from worker.playbooks.loader import LoadedPlaybook
+from worker.playbooks.matcher import match
+from worker.playbooks.model import Playbook, Step
+from worker.playbooks.templating import SecretsView, TemplateProblem, mask, render
+from worker.settings import Settings
+from worker.store import timeline
+from worker.store.tables import Incident, Run, RunStep
+
+
+class PlanError(Exception):
+    """A step could not be rendered or validated against the live incident."""
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    step: Step
+    params: dict[str, Any]  # rendered, secrets masked
+    needs_approval: bool
+    approvals_required: int
+    mutating: bool
+
+
+def template_context(*, incident: Incident, service: Service | None, settings: Settings) -> dict[str, Any]:
+    return {
+        "incident": incident_snapshot(incident),
+        "alerts": alerts_snapshot(incident),
+        "service": service.model_dump() if service else {},
+        "secrets": SecretsView(settings.template_secrets),
+    }
+
+
+def render_step(spec: dict[str, Any], *, context: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Render a step's `with:`; returns (real params, masked params, secrets used)."""
+    secrets: SecretsView = context["secrets"]
+    try:
+        rendered = render(spec, context)
+    except TemplateProblem as exc:
+        raise PlanError(f"with.{'.'.join(map(str, exc.path))}: {exc.message}") from None
+    return rendered, mask(rendered, secrets.used), dict(secrets.used)
+
+
+def plan_steps(playbook: Playbook, *, incident: Incident, service: Service, catalog: CatalogConfig,
+               settings: Settings) -> list[PlannedStep]:
+    """Render and validate every step for this incident; PlanError names the first step that fails."""
+    planned = []
+    for step in playbook.steps:
+        action = get_action(step.action)
+        context = template_context(incident=incident, service=service, settings=settings)
+        rendered, masked, _ = render_step(step.with_, context=context)
+        try:
+            params = action.params.model_validate(rendered)
+        except ValidationError as exc:
+            raise PlanError(f"step {step.id}: {exc.errors(include_url=False)[0]['msg']}") from None
+        scope = action.scope_problems(params, service)
+        if scope:
+            raise PlanError(f"step {step.id}: {scope[0][1]}")
+        auto = step.approval == "none" and (not action.mutating or action.name in service.auto_run)
+        needs = step.approval == "required" or (action.mutating and not auto)
+        required = step.approvals
+        if step.risk == "high":
+            required = max(required, catalog.approvals.high_risk_approvals)
+        if incident.severity == Severity.SEV1.value and needs:
+            required = max(required, catalog.approvals.sev1_approvals)
+        planned.append(PlannedStep(step, masked, needs, required if needs else 0, action.mutating))
+    return planned
+
+
+@dataclass
+class Planner:
+    catalog: CatalogConfig
+    playbooks: list[LoadedPlaybook]
+    settings: Settings
+
+    def matching(self, incident: Incident) -> list[tuple[Playbook, tuple[str, ...]]]:
+        snapshot, alerts = incident_snapshot(incident), alerts_snapshot(incident)
+        found = []
+        for loaded in self.playbooks:
+            result = match(loaded.playbook, incident=snapshot, alerts=alerts)
+            if result.matched:
+                found.append((loaded.playbook, result.reasons))
+        return found
+
+    def plan(self, session: Session, *, incident: Incident, now: datetime) -> list[Run]:
+        """Create runs for every matching playbook not yet run for this incident and not cooling down."""
+        service = self.catalog.services.get(incident.service)
+        if service is None:
+            return []
+        runs = []
+        for playbook, reasons in self.matching(incident):
+            if self._exists(session, incident.id, playbook.name):
+                continue
+            cooling = self._cooling_down(session, playbook=playbook, service=incident.service, now=now)
+            if cooling is not None:
+                timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.GUARDRAIL,
+                                message=f"playbook {playbook.name} not run: in cool-down since run #{cooling.id} "
+                                        f"(cooldown {playbook.cooldown})")
+                continue
+            try:
+                steps = plan_steps(playbook, incident=incident, service=service, catalog=self.catalog,
+                                   settings=self.settings)
+            except PlanError as exc:
+                timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.PLAN,
+                                message=f"playbook {playbook.name} could not be planned: {exc}")
+                continue
+            runs.append(self._persist(session, incident=incident, playbook=playbook, reasons=reasons, steps=steps,
+                                      now=now))
+        return runs
+
+    def _persist(self, session: Session, *, incident: Incident, playbook: Playbook, reasons: tuple[str, ...],
+                 steps: list[PlannedStep], now: datetime) -> Run:
+        run = Run(
+            incident_id=incident.id, playbook=playbook.name,
+            playbook_hash=fingerprint(playbook.model_dump(mode="json", by_alias=True)), service=incident.service,
+            mode=playbook.mode, dry_run=self.settings.dry_run, status="planned", on_timeout=playbook.on_timeout,
+            match_reasons={"reasons": list(reasons)}, created_at=now, updated_at=now,
+        )
+        session.add(run)
+        session.flush()
+        for position, planned in enumerate(steps):
+            session.add(RunStep(
+                run_id=run.id, position=position, step_id=planned.step.id, kind="main", action=planned.step.action,
+                spec=planned.step.model_dump(mode="json", by_alias=True), params=planned.params,
+                mutating=planned.mutating, needs_approval=planned.needs_approval,
+                approvals_required=planned.approvals_required, status="planned",
+                idempotency_key=f"iw-{incident.id}-{run.id}-{planned.step.id}",
+            ))
+        session.flush()
+        gated = [p.step.id for p in steps if p.needs_approval]
+        mode = " in shadow mode" if playbook.mode == "shadow" else ""
+        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.PLAN,
+                        message=f"planned playbook {playbook.name}{mode} (run #{run.id}): "
+                                + ", ".join(f"{p.step.id} [{p.step.action}]" for p in steps)
+                                + (f"; approval needed for {', '.join(gated)}" if gated else ""),
+                        data={"run": run.id, "reasons": list(reasons)})
+        return run
+
+    @staticmethod
+    def _exists(session: Session, incident_id: int, playbook: str) -> bool:
+        return session.execute(
+            select(Run.id).where(Run.incident_id == incident_id, Run.playbook == playbook)
+        ).first() is not None
+
+    @staticmethod
+    def _cooling_down(session: Session, *, playbook: Playbook, service: str, now: datetime) -> Run | None:
+        return session.execute(
+            select(Run).where(Run.service == service, Run.playbook == playbook.name,
+                              Run.created_at >= now - playbook.cooldown).order_by(Run.id.desc()).limit(1)
+        ).scalar_one_or_none()

@@ -1,0 +1,133 @@
+"""Jinja2 in a sandbox over `incident`, `alerts`, `service` and `secrets`, with size limits.
+
+The sandbox blocks attribute tricks but not resource use, so rendered output is capped; secrets are
+read through a view that remembers which values were used, so they can be masked everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import SecretStr
+
+MAX_RENDERED = 64 * 1024  # characters per rendered value
+MAX_DEPTH = 8  # nesting of with: values
+MASK = "***"
+
+
+class TemplateProblem(Exception):
+    """A template that does not compile or render; `path` is inside the rendered value."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str):
+        self.path = path
+        self.message = message
+        super().__init__(message)
+
+
+class _Env(ImmutableSandboxedEnvironment):
+    def __init__(self) -> None:
+        super().__init__(undefined=StrictUndefined, autoescape=False, trim_blocks=True)
+
+
+_ENV = _Env()
+
+
+class SecretsView(Mapping[str, str]):
+    """`secrets.NAME` reads WORKER_SECRET_NAME; every value read is recorded for masking."""
+
+    def __init__(self, values: Mapping[str, SecretStr], *, sample: bool = False):
+        self._values = values
+        self._sample = sample
+        self.used: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        if self._sample:
+            value = f"sample-secret-{name}"
+        elif name in self._values:
+            value = self._values[name].get_secret_value()
+        else:
+            raise KeyError(f"secret {name!r} is not set (environment variable WORKER_SECRET_{name})")
+        self.used[name] = value
+        return value
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise TemplateError(str(exc.args[0])) from None
+
+    def __iter__(self) -> Any:
+        return iter(())  # never enumerable: templates name the secret they need
+
+    def __len__(self) -> int:
+        return 0
+
+
+class SampleLabels(dict[str, str]):
+    """At lint time any label exists, so templates using labels render against the sample incident."""
+
+    def __missing__(self, key: str) -> str:
+        return f"sample-{key}"
+
+
+def is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+def compile_problems(value: Any, path: tuple[str | int, ...] = ()) -> list[TemplateProblem]:
+    """Syntax errors of every template inside a with: value."""
+    problems: list[TemplateProblem] = []
+    if isinstance(value, str) and is_template(value):
+        try:
+            _ENV.from_string(value)
+        except TemplateError as exc:
+            problems.append(TemplateProblem(path, f"template error: {exc}"))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            problems.extend(compile_problems(item, (*path, str(key))))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problems.extend(compile_problems(item, (*path, index)))
+    return problems
+
+
+def render(value: Any, context: Mapping[str, Any], path: tuple[str | int, ...] = ()) -> Any:
+    """Render every string template inside `value`; TemplateProblem says where and why."""
+    if len(path) > MAX_DEPTH:
+        raise TemplateProblem(path, f"values nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, str):
+        if not is_template(value):
+            return value
+        try:
+            rendered = _ENV.from_string(value).render(context)
+        except TemplateError as exc:
+            raise TemplateProblem(path, f"template error: {exc}") from None
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise TemplateProblem(path, f"template error: {exc}") from None
+        if len(rendered) > MAX_RENDERED:
+            raise TemplateProblem(path, f"rendered value is longer than {MAX_RENDERED} characters")
+        return rendered
+    if isinstance(value, dict):
+        return {key: render(item, context, (*path, str(key))) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render(item, context, (*path, i)) for i, item in enumerate(value)]
+    return value
+
+
+def mask(value: Any, secrets: Mapping[str, str]) -> Any:
+    """Replace every secret value used in rendering with ***."""
+    hidden = [s for s in secrets.values() if s]
+    if isinstance(value, str):
+        for secret in hidden:
+            value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: mask(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(v, secrets) for v in value]
+    return value
