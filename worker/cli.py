@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from collections.abc import Sequence
@@ -11,13 +12,18 @@ from pathlib import Path
 from worker.classify.config import CONFIG_FILES, load_catalog, load_config_file
 from worker.classify.routing import route
 from worker.classify.severity import classify
+from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import utcnow
 from worker.domain.events import SOURCES
+from worker.engine.postmortem import postmortem_markdown
+from worker.engine.simulation import simulate_plans
 from worker.errors import ConfigError, Problem, WebhookRejected
+from worker.playbooks.loader import lint_playbook_file, load_playbooks
+from worker.playbooks.schema import playbook_schema
 from worker.settings import Settings
 from worker.sources.registry import build_sources
-from worker.store import migrate
-from worker.store.db import make_engine
+from worker.store import controls, migrate, timeline
+from worker.store.db import make_engine, session_factory
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,9 +62,36 @@ def _parser() -> argparse.ArgumentParser:
     simulate.set_defaults(handler=_simulate)
 
     lint = sub.add_parser("lint", help="validate config and playbooks; path:line:col: message per problem")
-    lint.add_argument("paths", nargs="*", type=Path)
+    lint.add_argument("paths", nargs="*", type=Path, help="files or directories (default: config playbooks)")
+    lint.add_argument("--config", type=Path, default=Path("config"), help="config directory playbooks are checked against")
     lint.add_argument("--format", choices=["text", "json"], default="text")
     lint.set_defaults(handler=_lint)
+
+    schema = sub.add_parser("schema", help="print the playbook JSON Schema (for editors and CI)")
+    schema.set_defaults(handler=_schema)
+
+    for verb, text in (("pause", "stop all new mutations (globally or for one service)"),
+                       ("resume", "allow mutations again")):
+        switch = sub.add_parser(verb, help=text)
+        switch.add_argument("--service", help="only this service (default: everything)")
+        switch.add_argument("--reason", default="", help="why (shown in /readyz and the console)")
+        switch.set_defaults(handler=_switch, verb=verb)
+
+    audit = sub.add_parser("audit", help="audit trail tools")
+    audit_sub = audit.add_subparsers(metavar="ACTION")
+    verify = audit_sub.add_parser("verify", help="check an incident's hash-chained timeline for tampering")
+    verify.add_argument("incident", type=int)
+    verify.set_defaults(handler=_audit_verify)
+
+    post = sub.add_parser("postmortem", help="print the postmortem draft (Markdown) of an incident")
+    post.add_argument("incident", type=int)
+    post.set_defaults(handler=_postmortem)
+
+    demo = sub.add_parser("demo", help="run the whole flow locally: fake cluster, flag service, Route53, PagerDuty")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--auto-approve", action="store_true", help="approve through the page without a browser")
+    demo.add_argument("--keep-running", action="store_true", help="keep serving after the rollback")
+    demo.set_defaults(handler=_demo)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(metavar="ACTION")
@@ -114,16 +147,26 @@ def _simulate(args: argparse.Namespace) -> int:
             "declared": verdict.severity in catalog.severity.declare.severities,
             "labels": event.labels,
         })
-    print(json.dumps({"source": args.source, "dedup_key": delivery.dedup_key, "events": events}, indent=2))
+    playbooks, problems = load_playbooks(settings.playbooks_dir, catalog=catalog, required=False)
+    if problems:
+        raise ConfigError(problems)
+    plans = simulate_plans(delivery.events, catalog=catalog, playbooks=playbooks, settings=settings)
+    print(json.dumps({"source": args.source, "dedup_key": delivery.dedup_key, "events": events, "plans": plans},
+                     indent=2))
     return 0
 
 
 def _lint(args: argparse.Namespace) -> int:
-    paths = args.paths or [Path("config"), Path("playbooks")]
+    paths = args.paths or [args.config, Path("playbooks")]
     problems: list[Problem] = []
+    catalog = None
+    try:
+        catalog = load_catalog(args.config)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     for path in paths:
-        problems.extend(_lint_path(path))
-    problems.sort()
+        problems.extend(_lint_path(path, catalog))
+    problems = sorted(set(problems))
     if args.format == "json":
         print(json.dumps([p.__dict__ for p in problems], indent=2))
     else:
@@ -132,7 +175,7 @@ def _lint(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _lint_path(path: Path) -> list[Problem]:
+def _lint_path(path: Path, catalog: CatalogConfig | None) -> list[Problem]:
     if not path.exists():
         return [Problem(str(path), 1, 1, "", "no such file or directory")]
     files = sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"}) if path.is_dir() else [path]
@@ -141,7 +184,62 @@ def _lint_path(path: Path) -> list[Problem]:
         model = CONFIG_FILES.get(file.name)
         if model is not None:
             problems.extend(load_config_file(file, model)[1])
+        elif catalog is not None:
+            problems.extend(lint_playbook_file(file, catalog=catalog)[1])
     return problems
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(playbook_schema(), indent=2))
+    return 0
+
+
+def _switch(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    migrate.upgrade(engine)
+    scope = args.service or controls.GLOBAL
+    with session_factory(engine).begin() as session:
+        if args.verb == "pause":
+            controls.pause(session, scope=scope, by=getpass.getuser(), reason=args.reason, now=utcnow())
+            print(f"paused: no new mutation starts for {scope}")
+        else:
+            found = controls.resume(session, scope=scope)
+            print(f"resumed {scope}" if found else f"{scope} was not paused")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    with session_factory(engine)() as session:
+        report = timeline.verify(session, incident_id=args.incident)
+    if report.entries == 0:
+        print(f"incident {args.incident}: no timeline entries", file=sys.stderr)
+        return 2
+    if report.ok:
+        print(f"incident {args.incident}: timeline intact ({report.entries} entries, hash chain verified)")
+        return 0
+    print(f"incident {args.incident}: TAMPERED at entry {report.first_bad_id}: {report.reason}")
+    return 1
+
+
+def _postmortem(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    with session_factory(engine)() as session:
+        text = postmortem_markdown(session, incident_id=args.incident)
+    if text is None:
+        print(f"no incident {args.incident}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from worker.testing.demo import run_demo  # the demo's fakes are test tooling, loaded only for this verb
+
+    return run_demo(port=args.port, auto_approve=args.auto_approve, keep_running=args.keep_running)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

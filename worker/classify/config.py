@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from worker.domain.catalog import (  # noqa: F401 - re-exported: the catalog models are part of this API
     ApprovalPolicy,
     CatalogConfig,
+    CommunicationsPolicy,
     DeclarationPolicy,
     FeatureFlags,
     HealthCheck,
@@ -30,8 +31,9 @@ CONFIG_FILES: dict[str, type[BaseModel]] = {
     "severity.yaml": SeverityConfig,
     "services.yaml": ServicesConfig,
     "approvals.yaml": ApprovalPolicy,
+    "communications.yaml": CommunicationsPolicy,
 }
-OPTIONAL_FILES = {"approvals.yaml"}
+OPTIONAL_FILES = {"approvals.yaml", "communications.yaml"}
 
 
 def load_config_file(path: Path, model: type[BaseModel]) -> tuple[BaseModel | None, list[Problem]]:
@@ -67,4 +69,5 @@ def load_catalog(config_dir: Path) -> CatalogConfig:
         severity=loaded["severity.yaml"],
         services=loaded["services.yaml"],
         approvals=loaded.get("approvals.yaml", ApprovalPolicy()),
+        communications=loaded.get("communications.yaml", CommunicationsPolicy()),
     )

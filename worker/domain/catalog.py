@@ -187,9 +187,43 @@ class ApprovalPolicy(_Model):
     guesses_per_minute: int = Field(default=20, ge=1, description="Failed token look-ups per client address.")
 
 
+ComponentStatus = Literal["operational", "degraded_performance", "partial_outage", "major_outage"]
+
+
+class StatuspagePolicy(_Model):
+    public_severities: list[Severity] = [Severity.SEV1, Severity.SEV2]
+    component_status: dict[Severity, ComponentStatus] = {
+        Severity.SEV1: "major_outage", Severity.SEV2: "partial_outage",
+        Severity.SEV3: "degraded_performance", Severity.SEV4: "degraded_performance",
+    }
+    names: dict[str, str] = Field(default={}, description="Customer-facing names of services.")
+    templates: dict[
+        Literal["investigating", "identified", "monitoring", "resolved", "still_investigating", "downgraded"], str
+    ] = {}
+    incident_name: str = "{{ service_name }} degraded"
+    post_still_investigating: bool = False
+
+
+class EscalationPolicy(_Model):
+    no_progress_after: Duration = timedelta(minutes=20)
+    severities: list[Severity] = [Severity.SEV1, Severity.SEV2]
+    pagerduty_escalate_to_level: int | None = Field(default=None, ge=1)
+
+
+class CommunicationsPolicy(_Model):
+    """config/communications.yaml: status page policy, update cadence and escalation."""
+
+    statuspage: StatuspagePolicy = StatuspagePolicy()
+    cadence: dict[Severity, Duration] = {
+        Severity.SEV1: timedelta(minutes=30), Severity.SEV2: timedelta(minutes=60), Severity.SEV3: timedelta(hours=2),
+    }
+    escalation: EscalationPolicy = EscalationPolicy()
+
+
 class CatalogConfig(_Model):
     """The config as loaded from a config directory."""
 
     severity: SeverityConfig
     services: ServicesConfig
     approvals: ApprovalPolicy = ApprovalPolicy()
+    communications: CommunicationsPolicy = CommunicationsPolicy()

@@ -51,6 +51,8 @@ class Executor:
     sleep: Callable[[float], None] = field(default=lambda s: None)
     claim_ttl: timedelta = timedelta(seconds=30)
     poll: timedelta = timedelta(seconds=5)
+    # Called inside the transaction when a mitigation is approved ("identified") or verified ("monitoring").
+    on_progress: Callable[[Session, str, Incident], None] = field(default=lambda session, stage, incident: None)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -232,6 +234,8 @@ class Executor:
                     leases.release(session, name=f"mutation:{service.name}", holder=f"step:{step.id}")
                     return True
                 preview = fresh
+            if step.mutating:
+                self.on_progress(session, "identified", incident)
             # Record the intent before calling out: a crash from here on is recovered, never repeated blindly.
             step.status = "running"
             step.intent_at = now
@@ -320,6 +324,17 @@ class Executor:
             step.status = "succeeded"
             step.finished_at = now
             self._release_lock(session, run, step)
+            if step.mutating and not self.settings.dry_run:
+                self._mitigated(session, incident, step, now)
+
+    def _mitigated(self, session: Session, incident: Incident, step: RunStep, now: datetime) -> None:
+        if incident.status in ("triggered", "acknowledged"):
+            incident.status = "mitigated"
+            incident.mitigated_at = now
+            timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.STATUS,
+                            message=f"mitigated: {step.step_id} ({step.action}) applied and verified",
+                            data={"status": "mitigated"})
+        self.on_progress(session, "monitoring", incident)
 
     def _on_verifying(self, run_id: int, step_id: int) -> bool:
         with self.sessions.begin() as session:
@@ -337,6 +352,8 @@ class Executor:
                 timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.STEP,
                                 message=f"{step.step_id} verified: {summary}")
                 self._release_lock(session, run, step)
+                if step.mutating:
+                    self._mitigated(session, incident, step, now)
                 run.status = "running"
                 run.wake_at = None
                 return True

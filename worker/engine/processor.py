@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,6 +44,8 @@ class InboxProcessor:
     holder: str = field(default_factory=holder_id)
     lease_ttl: timedelta = timedelta(seconds=15)
     on_outcome: Callable[[Outcome], None] = lambda outcome: None
+    # Runs inside the processing transaction: planning commits with the events that caused it.
+    within: Callable[[Session, Outcome, datetime], None] = lambda session, outcome, now: None
 
     def run_once(self) -> int:
         """Process what is pending if this process holds the lease; returns deliveries processed."""
@@ -79,6 +81,7 @@ class InboxProcessor:
                 parsed = source.parse(delivery.body, delivery.headers, received_at=delivery.received_at)
                 now = self.clock()
                 outcome = self.intake.apply(session, events=parsed.events, now=now)
+                self.within(session, outcome, now)
                 delivery.incident_id = min(outcome.incident_ids) if outcome.incident_ids else None
                 inbox.mark(session, delivery=delivery, state="done", now=now)
         except (WorkerError, ValueError, KeyError) as exc:

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.classify.config import load_catalog
+from worker.clients.factory import Clients
 from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import Clock, utcnow
+from worker.engine.comms import Cadence, Communications, StatusDeliverer
+from worker.engine.executor import Executor
 from worker.engine.intake import Intake, Outcome
-from worker.engine.processor import BackgroundLoop, InboxProcessor
+from worker.engine.planner import Planner
+from worker.engine.processor import BackgroundLoop, InboxProcessor, holder_id
+from worker.engine.ticks import Ticks
+from worker.errors import ConfigError
+from worker.playbooks.loader import LoadedPlaybook, load_playbooks
 from worker.settings import Settings
 from worker.sources.base import Source
 from worker.sources.registry import build_sources
+from worker.store import incidents as incident_store
 from worker.store import migrate
 from worker.store.db import make_engine, readonly_session_factory, session_factory
 from worker.store.group_commit import GroupCommitWriter
@@ -27,51 +36,127 @@ DEFAULT_RESOLUTION_HOLD = timedelta(minutes=15)
 class Runtime:
     settings: Settings
     catalog: CatalogConfig
+    playbooks: list[LoadedPlaybook]
     engine: Engine
     sessions: sessionmaker[Session]
     readonly_sessions: sessionmaker[Session]
     sources: dict[str, Source]
     intake: Intake
     processor: InboxProcessor
+    planner: Planner
+    executor: Executor
+    ticks: Ticks
     writer: GroupCommitWriter
+    clients: Clients
+    comms: Communications
+    deliverer: StatusDeliverer
+    cadence: Cadence
     clock: Clock = utcnow
-    loops: list[BackgroundLoop] = field(default_factory=list)
+    loops: dict[str, BackgroundLoop] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, *, clock: Clock = utcnow, migrate_db: bool = True) -> Runtime:
-        """Load config (ConfigError lists every problem), open the database, apply migrations."""
+    def build(cls, settings: Settings, *, clock: Clock = utcnow, migrate_db: bool = True,
+              clients: dict[str, Any] | None = None, executor_options: dict[str, Any] | None = None) -> Runtime:
+        """Load config and playbooks (ConfigError lists every problem), open the database, migrate."""
         catalog = load_catalog(settings.config_dir)
+        playbooks, problems = load_playbooks(settings.playbooks_dir, catalog=catalog, required=False)
+        if problems:
+            raise ConfigError(problems)
         engine = make_engine(settings.database_url)
         if migrate_db:
             migrate.upgrade(engine)
         sessions = session_factory(engine)
-        sources = build_sources(settings)
         hold = DEFAULT_RESOLUTION_HOLD if settings.resolution_hold is None else settings.resolution_hold
         intake = Intake(catalog=catalog, resolution_hold=hold)
-        processor = InboxProcessor(sessions=sessions, sources=sources, intake=intake, clock=clock)
+        holder = holder_id()
+        sources = build_sources(settings)
+        outbound = Clients(settings, **(clients or {}))
+        comms = Communications(catalog=catalog)
         runtime = cls(
-            settings=settings, catalog=catalog, engine=engine, sessions=sessions,
+            settings=settings, catalog=catalog, playbooks=playbooks, engine=engine, sessions=sessions,
             readonly_sessions=readonly_session_factory(engine), sources=sources, intake=intake,
-            processor=processor, writer=GroupCommitWriter(sessions), clock=clock,
+            processor=InboxProcessor(sessions=sessions, sources=sources, intake=intake, clock=clock, holder=holder),
+            planner=Planner(catalog=catalog, playbooks=playbooks, settings=settings),
+            executor=Executor(sessions=sessions, catalog=catalog, settings=settings, clients=outbound, holder=holder,
+                              clock=clock, **(executor_options or {})),
+            ticks=Ticks(sessions=sessions, catalog=catalog, intake=intake, clock=clock),
+            writer=GroupCommitWriter(sessions), clients=outbound, comms=comms,
+            deliverer=StatusDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),
+            cadence=Cadence(sessions=sessions, catalog=catalog, clients=outbound, comms=comms, clock=clock),
+            clock=clock,
         )
         runtime._wire()
         return runtime
 
     def _wire(self) -> None:
-        inbox_loop = BackgroundLoop("inbox", self.processor.run_once, interval=1.0)
-        self.writer._on_commit = inbox_loop.wake
-        self.processor.on_outcome = self._after_processing
-        self.loops = [inbox_loop]
+        self.loops = {
+            "inbox": BackgroundLoop("inbox", self.processor.run_once, interval=1.0),
+            "executor": BackgroundLoop("executor", self.executor.run_once, interval=1.0),
+            "ticks": BackgroundLoop("ticks", self._tick, interval=2.0),
+            "statuspage": BackgroundLoop("statuspage", self.deliverer.run_once, interval=1.0),
+        }
+        self.executor.on_progress = self._progress
+        self.writer._on_commit = self.loops["inbox"].wake
+        self.processor.within = self.plan_declared
+        self.ticks.within = self.plan_declared
+        self.processor.on_outcome = self._after_commit
+        self.ticks.health = self._health
 
-    def _after_processing(self, outcome: Outcome) -> None:
-        """Follow-up work once events are committed (planning, status page) hooks in here."""
+    def plan_declared(self, session: Session, outcome: Outcome, now: datetime) -> None:
+        """Inside the transaction that changed them: plan playbooks and queue status page updates."""
+        for incident_id in sorted(outcome.declared | outcome.severity_changed | outcome.resolved):
+            incident = incident_store.get(session, incident_id=incident_id)
+            if incident is None:
+                continue
+            if incident_id in outcome.resolved:
+                self.comms.on_resolved(session, incident, now)
+                continue
+            if incident_id in outcome.declared:
+                self.comms.on_declared(session, incident, now)
+            elif incident_id in outcome.severity_changed:
+                self.comms.on_severity(session, incident, now)
+            if incident.declared and incident.status != "resolved":
+                self.planner.plan(session, incident=incident, now=now)
+
+    def _progress(self, session: Session, stage: str, incident: Any) -> None:
+        if stage == "identified":
+            self.comms.on_identified(session, incident, self.clock())
+        elif stage == "monitoring":
+            self.comms.on_monitoring(session, incident, self.clock())
+        self.loops["statuspage"].wake()
+
+    def _tick(self) -> None:
+        outcome = self.ticks.run_once()
+        self.cadence.run_once()
+        if outcome.declared or outcome.resolved:
+            self.loops["executor"].wake()
+            self.loops["statuspage"].wake()
+
+    def _after_commit(self, outcome: Outcome) -> None:
+        if outcome.incident_ids:
+            self.loops["executor"].wake()
+            self.loops["statuspage"].wake()
+
+    def _health(self, incident: Any) -> tuple[bool, str]:
+        service = self.catalog.services.get(incident.service)
+        if service is None or not service.health_checks:
+            return True, "no health checks configured"
+        http = self.clients.http([c.url.split("/")[2] for c in service.health_checks])
+        for check in service.health_checks:
+            try:
+                result = http.check(check.url, expect_status=check.expect_status)
+            except Exception as exc:  # noqa: BLE001 - an unreachable check is a failing check
+                return False, f"{check.url}: {exc}"
+            if not result.ok:
+                return False, f"{check.url}: {result.message}"
+        return True, f"{len(service.health_checks)} health check(s) passing"
 
     def start_background(self) -> None:
-        for loop in self.loops:
+        for loop in self.loops.values():
             loop.start()
 
     def wake(self) -> None:
-        for loop in self.loops:
+        for loop in self.loops.values():
             loop.wake()
 
     def database_ok(self) -> bool:
@@ -83,7 +168,7 @@ class Runtime:
             return False
 
     def close(self) -> None:
-        for loop in self.loops:
+        for loop in self.loops.values():
             loop.stop()
         self.writer.close()
         self.processor.release()

@@ -30,6 +30,7 @@ def incident_snapshot(incident: Incident) -> dict[str, Any]:
         "opsgenie_alert_id": first["opsgenie"],
         "assignees": assignees,
         "url": next((a.url for a in incident.alerts if a.url), None),
+        "statuspage_incident_id": incident.statuspage_incident_id,
     }
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from worker.domain.incidents import IncidentStatus
 from worker.domain.severity import Severity
+from worker.engine.postmortem import metrics_summary, postmortem_markdown
 from worker.engine.runtime import Runtime
 from worker.errors import WebhookRejected
 from worker.http import serialize
+from worker.store import controls
 from worker.store import incidents as store
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -43,7 +48,40 @@ def get_incident(incident_id: int) -> Response:
         row = store.get(session, incident_id=incident_id)
         if row is None:
             raise WebhookRejected(404, f"no incident {incident_id}")
-        return jsonify(serialize.incident(row))
+        runs = [serialize.run(r) for r in store.runs(session, incident_id=incident_id)]
+        return jsonify(serialize.incident(row, extra={"runs": runs}))
+
+
+@bp.get("/pauses")
+def list_pauses() -> Response:
+    with _runtime().readonly_sessions() as session:
+        return jsonify({"pauses": [_pause(p) for p in controls.active(session)]})
+
+
+@bp.post("/pause")
+def pause() -> tuple[Response, int]:
+    body = request.get_json(silent=True) or {}
+    scope = str(body.get("service") or controls.GLOBAL)
+    runtime = _runtime()
+    with runtime.sessions.begin() as session:
+        controls.pause(session, scope=scope, by=str(body.get("by") or request.remote_addr or "api"),
+                       reason=str(body.get("reason") or ""), now=runtime.clock())
+    return jsonify({"paused": scope}), 200
+
+
+@bp.post("/resume")
+def resume() -> tuple[Response, int]:
+    body = request.get_json(silent=True) or {}
+    scope = str(body.get("service") or controls.GLOBAL)
+    runtime = _runtime()
+    with runtime.sessions.begin() as session:
+        found = controls.resume(session, scope=scope)
+    runtime.wake()
+    return jsonify({"resumed": scope, "was_paused": found}), 200
+
+
+def _pause(row: Any) -> dict[str, Any]:
+    return {"scope": row.scope, "by": row.paused_by, "reason": row.reason, "at": serialize.iso(row.paused_at)}
 
 
 def _int_arg(name: str, *, default: int, low: int, high: int) -> int:
@@ -57,3 +95,30 @@ def _int_arg(name: str, *, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise WebhookRejected(400, f"{name} must be between {low} and {high}", field=name)
     return value
+
+
+@bp.get("/incidents/<int:incident_id>/postmortem")
+def postmortem(incident_id: int) -> Response:
+    with _runtime().readonly_sessions() as session:
+        text = postmortem_markdown(session, incident_id=incident_id)
+    if text is None:
+        raise WebhookRejected(404, f"no incident {incident_id}")
+    return Response(text, mimetype="text/markdown")
+
+
+@bp.get("/incidents/<int:incident_id>/status-updates")
+def status_updates(incident_id: int) -> Response:
+    with _runtime().readonly_sessions() as session:
+        rows = store.status_updates(session, incident_id=incident_id)
+        return jsonify({"updates": [
+            {"seq": u.seq, "status": u.status, "state": u.state, "body": u.body, "components": u.components,
+             "reason": u.reason, "attempts": u.attempts, "last_error": u.last_error,
+             "created_at": serialize.iso(u.created_at), "sent_at": serialize.iso(u.sent_at)} for u in rows]})
+
+
+@bp.get("/metrics/summary")
+def metrics() -> Response:
+    days = _int_arg("days", default=30, low=1, high=3650)
+    runtime = _runtime()
+    with runtime.readonly_sessions() as session:
+        return jsonify(metrics_summary(session, since=runtime.clock() - timedelta(days=days)))

@@ -5,15 +5,17 @@ from __future__ import annotations
 from flask import Flask
 
 from worker.engine.runtime import Runtime
-from worker.http import api, errors, health, webhooks
+from worker.http import api, approvals, console, errors, health, webhooks
+from worker.http.ratelimit import FailureLimiter
 
 
 def create_app(runtime: Runtime) -> Flask:
-    app = Flask("worker")
+    app = Flask(__name__, template_folder="templates")
     app.config["MAX_CONTENT_LENGTH"] = runtime.settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["runtime"] = runtime
+    app.extensions["approval_limiter"] = FailureLimiter(limit=runtime.catalog.approvals.guesses_per_minute)
     errors.install(app)
-    for blueprint in (webhooks.bp, api.bp, health.bp):
+    for blueprint in (webhooks.bp, api.bp, health.bp, approvals.bp, console.bp):
         app.register_blueprint(blueprint)
     return app

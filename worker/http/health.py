@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from worker.engine.runtime import Runtime
-from worker.store import inbox
+from worker.store import controls, inbox
 
 bp = Blueprint("health", __name__)
 
@@ -22,10 +22,12 @@ def readyz() -> tuple[Response, int]:
     body: dict[str, object] = {
         "ready": database,
         "database": "ok" if database else "unreachable",
-        "config": {"services": len(runtime.catalog.services.services)},
+        "config": {"services": len(runtime.catalog.services.services), "playbooks": len(runtime.playbooks)},
+        "dry_run": runtime.settings.dry_run,
         "sources": {name: source.enabled() for name, source in runtime.sources.items()},
     }
     if database:
         with runtime.readonly_sessions() as session:
             body["inbox"] = inbox.counts(session)
+            body["paused"] = [p.scope for p in controls.active(session)]
     return jsonify(body), 200 if database else 503

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from worker.store.tables import Alert, Incident, TimelineEntry
+from worker.store.tables import Alert, Incident, Run, RunStep, StatusUpdate, TimelineEntry
 
 OPEN = ("triggered", "acknowledged", "mitigated")
 
@@ -81,3 +81,16 @@ def timeline(session: Session, *, incident_id: int) -> list[TimelineEntry]:
             select(TimelineEntry).where(TimelineEntry.incident_id == incident_id).order_by(TimelineEntry.id)
         ).scalars()
     )
+
+
+def runs(session: Session, *, incident_id: int) -> list[Run]:
+    return list(session.execute(
+        select(Run).where(Run.incident_id == incident_id).order_by(Run.id)
+        .options(selectinload(Run.steps).selectinload(RunStep.approvals))
+    ).scalars())
+
+
+def status_updates(session: Session, *, incident_id: int) -> list[StatusUpdate]:
+    return list(session.execute(
+        select(StatusUpdate).where(StatusUpdate.incident_id == incident_id).order_by(StatusUpdate.seq)
+    ).scalars())

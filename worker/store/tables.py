@@ -74,6 +74,9 @@ class Incident(Base):
     mitigated_at: Mapped[datetime | None]
     resolved_at: Mapped[datetime | None]
     provider_resolved_at: Mapped[datetime | None]  # the provider said resolved; we may still hold
+    statuspage_incident_id: Mapped[str | None] = mapped_column(String(64))
+    last_update_at: Mapped[datetime | None]  # last stakeholder update (public or reminder)
+    escalated_at: Mapped[datetime | None]
     last_alert_at: Mapped[datetime]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -217,3 +220,26 @@ class Pause(Base):
     paused_by: Mapped[str] = mapped_column(String(256))
     reason: Mapped[str] = mapped_column(Text)
     paused_at: Mapped[datetime]
+
+
+class StatusUpdate(Base):
+    """The Statuspage outbox: updates are queued in order and delivered once, surviving outages."""
+
+    __tablename__ = "status_updates"
+    __table_args__ = (UniqueConstraint("incident_id", "seq", name="uq_status_updates_seq"),
+                      Index("ix_status_updates_state", "state", "incident_id", "seq"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    seq: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(24))  # investigating | identified | monitoring | resolved
+    body: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(String(255))
+    components: Mapped[dict[str, Any]]
+    reason: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]

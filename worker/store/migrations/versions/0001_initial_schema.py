@@ -53,6 +53,9 @@ def upgrade() -> None:
     sa.Column('mitigated_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('provider_resolved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('statuspage_incident_id', sa.String(length=64), nullable=True),
+    sa.Column('last_update_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('escalated_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('last_alert_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
@@ -95,6 +98,7 @@ def upgrade() -> None:
     sa.Column('labels', sa.JSON(), nullable=False),
     sa.Column('assignees', sa.JSON(), nullable=False),
     sa.Column('url', sa.String(length=1024), nullable=True),
+    sa.Column('triggered_by', sa.String(length=256), nullable=True),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('last_event_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['incident_id'], ['incidents.id'], ),
@@ -116,6 +120,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=24), nullable=False),
     sa.Column('on_timeout', sa.String(length=16), nullable=False),
     sa.Column('match_reasons', sa.JSON(), nullable=False),
+    sa.Column('triggered_by', sa.String(length=256), nullable=True),
     sa.Column('claimed_by', sa.String(length=128), nullable=True),
     sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True),
     sa.Column('wake_at', sa.DateTime(timezone=True), nullable=True),
@@ -130,6 +135,28 @@ def upgrade() -> None:
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.create_index('ix_runs_service_playbook', ['service', 'playbook', 'created_at'], unique=False)
         batch_op.create_index('ix_runs_status', ['status'], unique=False)
+
+    op.create_table('status_updates',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('incident_id', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=24), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('components', sa.JSON(), nullable=False),
+    sa.Column('reason', sa.String(length=255), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['incident_id'], ['incidents.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('incident_id', 'seq', name='uq_status_updates_seq')
+    )
+    with op.batch_alter_table('status_updates', schema=None) as batch_op:
+        batch_op.create_index('ix_status_updates_state', ['state', 'incident_id', 'seq'], unique=False)
 
     op.create_table('timeline',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -217,6 +244,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_timeline_incident_id')
 
     op.drop_table('timeline')
+    with op.batch_alter_table('status_updates', schema=None) as batch_op:
+        batch_op.drop_index('ix_status_updates_state')
+
+    op.drop_table('status_updates')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_index('ix_runs_status')
         batch_op.drop_index('ix_runs_service_playbook')

@@ -1,0 +1,285 @@
+"""Stakeholder communication: the Statuspage lifecycle (through an outbox), cadence reminders, escalation.
+
+Public updates are queued in the database in order, in the same transaction as the change that
+caused them, and delivered by one process at a time; a Statuspage outage delays them, never loses
+or reorders them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.clients.factory import Clients
+from worker.domain.catalog import CatalogConfig
+from worker.domain.clock import Clock, as_utc, utcnow
+from worker.domain.incidents import TimelineKind
+from worker.domain.severity import Severity
+from worker.engine.notify import post_note
+from worker.engine.snapshot import incident_snapshot
+from worker.errors import ActionError, PermanentError, TransientError
+from worker.playbooks.templating import TemplateProblem, render
+from worker.store import incidents as incident_store
+from worker.store import leases, timeline
+from worker.store.tables import Incident, Run, RunStep, StatusUpdate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATES = {
+    "investigating": "We are investigating problems with {{ service_name }}. Next update by {{ next_update }}.",
+    "identified": "We have identified the issue affecting {{ service_name }} and are applying a fix.",
+    "monitoring": "A fix has been applied for {{ service_name }} and we are monitoring the results.",
+    "resolved": "This incident has been resolved. {{ service_name }} is operating normally.",
+    "still_investigating": "We are still investigating the issue affecting {{ service_name }}.",
+    "downgraded": "The impact on {{ service_name }} has been reduced. We continue to work on it.",
+}
+ORDER = {"investigating": 0, "identified": 1, "monitoring": 2, "resolved": 3}
+
+
+@dataclass
+class Communications:
+    catalog: CatalogConfig
+
+    # -- queueing (inside the caller's transaction) ----------------------------------------------
+
+    def on_declared(self, session: Session, incident: Incident, now: datetime) -> None:
+        if self._public(incident) and not self._has_updates(session, incident):
+            self._queue(session, incident, "investigating", now, reason="declared")
+
+    def on_severity(self, session: Session, incident: Incident, now: datetime) -> None:
+        started = self._has_updates(session, incident)
+        if not started:
+            self.on_declared(session, incident, now)
+        elif self._public(incident):
+            self._queue(session, incident, self._last_status(session, incident), now, reason="severity changed",
+                        only_components=True)
+        elif self._last_status(session, incident) != "resolved":
+            self._queue(session, incident, "resolved", now, reason="downgraded below the public threshold",
+                        template="downgraded")
+
+    def on_identified(self, session: Session, incident: Incident, now: datetime) -> None:
+        self._advance(session, incident, "identified", now, reason="mitigation approved")
+
+    def on_monitoring(self, session: Session, incident: Incident, now: datetime) -> None:
+        self._advance(session, incident, "monitoring", now, reason="mitigation verified")
+
+    def on_resolved(self, session: Session, incident: Incident, now: datetime) -> None:
+        self._advance(session, incident, "resolved", now, reason="incident resolved")
+
+    def _advance(self, session: Session, incident: Incident, status: str, now: datetime, *, reason: str) -> None:
+        if not self._has_updates(session, incident):
+            return
+        last = self._last_status(session, incident)
+        if ORDER[status] > ORDER.get(last, -1):  # statuses only move forward: idempotent and ordered
+            self._queue(session, incident, status, now, reason=reason)
+
+    def _queue(self, session: Session, incident: Incident, status: str, now: datetime, *, reason: str,
+               template: str | None = None, only_components: bool = False) -> StatusUpdate | None:
+        service = self.catalog.services.get(incident.service)
+        if service is None or not service.statuspage_component:
+            return None
+        policy = self.catalog.communications.statuspage
+        component = "operational" if status == "resolved" and template is None else \
+            policy.component_status.get(Severity(incident.severity), "degraded_performance")
+        cadence = self.catalog.communications.cadence.get(Severity(incident.severity), timedelta(hours=1))
+        context = {
+            "incident": {"title": incident.title, "service": incident.service, "severity": incident.severity,
+                         "status": incident.status},
+            "service_name": policy.names.get(incident.service, incident.service.title()),
+            "next_update": (now + cadence).strftime("%H:%M UTC"),
+        }
+        key = template or status
+        text = policy.templates.get(key) or DEFAULT_TEMPLATES[key]  # type: ignore[call-overload]
+        try:
+            body = "" if only_components else str(render(text, context))
+            name = str(render(policy.incident_name, context))
+        except TemplateProblem as exc:
+            body, name = f"We are working on an issue with {context['service_name']}.", incident.service
+            log.warning("status page template failed: %s", exc.message)
+        seq = (session.execute(select(func.max(StatusUpdate.seq)).where(StatusUpdate.incident_id == incident.id))
+               .scalar_one() or 0) + 1
+        update = StatusUpdate(incident_id=incident.id, seq=seq, status=status, body=body, name=name[:255],
+                              components={service.statuspage_component: component}, reason=reason,
+                              state="pending", attempts=0, created_at=now)
+        session.add(update)
+        incident.last_update_at = now
+        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.COMMS,
+                        message=f"status page update queued: {status}, component {component} ({reason})",
+                        data={"seq": seq, "status": status, "component": component})
+        return update
+
+    def _public(self, incident: Incident) -> bool:
+        return incident.declared and Severity(incident.severity) in self.catalog.communications.statuspage.public_severities
+
+    @staticmethod
+    def _has_updates(session: Session, incident: Incident) -> bool:
+        return session.execute(select(StatusUpdate.id).where(StatusUpdate.incident_id == incident.id)).first() is not None
+
+    @staticmethod
+    def _last_status(session: Session, incident: Incident) -> str:
+        return session.execute(select(StatusUpdate.status).where(StatusUpdate.incident_id == incident.id)
+                               .order_by(StatusUpdate.seq.desc()).limit(1)).scalar_one_or_none() or ""
+
+
+@dataclass
+class StatusDeliverer:
+    """Sends queued updates, per incident strictly in order, one process at a time (a lease)."""
+
+    sessions: sessionmaker[Session]
+    clients: Clients
+    holder: str
+    clock: Clock = utcnow
+    backoff: timedelta = timedelta(seconds=2)
+
+    def run_once(self) -> int:
+        if not self.clients.has("statuspage"):
+            return 0
+        now = self.clock()
+        with self.sessions.begin() as session:
+            if not leases.acquire(session, name="statuspage", holder=self.holder, now=now, ttl=timedelta(seconds=60)):
+                return 0
+            heads = session.execute(
+                select(StatusUpdate.incident_id, func.min(StatusUpdate.seq))
+                .where(StatusUpdate.state == "pending").group_by(StatusUpdate.incident_id)
+            ).all()
+        sent = 0
+        for incident_id, seq in heads:
+            while seq is not None and self._send(incident_id, seq):
+                sent += 1
+                with self.sessions() as session:
+                    seq = session.execute(select(func.min(StatusUpdate.seq)).where(
+                        StatusUpdate.incident_id == incident_id, StatusUpdate.state == "pending")).scalar_one()
+        return sent
+
+    def _send(self, incident_id: int, seq: int) -> bool:
+        now = self.clock()
+        with self.sessions() as session:
+            update = session.execute(select(StatusUpdate).where(StatusUpdate.incident_id == incident_id,
+                                                                StatusUpdate.seq == seq)).scalar_one()
+            incident = session.get(Incident, incident_id)
+            assert incident is not None
+            if update.next_attempt_at is not None and as_utc(update.next_attempt_at) > now:
+                return False
+            page_incident = incident.statuspage_incident_id
+            payload = {"status": update.status, "components": dict(update.components),
+                       "component_ids": list(update.components)}
+            body, name = update.body, update.name
+        client = self.clients.statuspage
+        error: ActionError | None = None
+        created_id: str | None = None
+        try:
+            if page_incident is None:
+                created_id = self._find_or_create(client, incident_id=incident_id, name=name, body=body, **payload)
+            elif body:
+                client.update_incident(page_incident, body=body, **payload)
+            else:
+                client.update_incident(page_incident, **payload)
+        except ActionError as exc:
+            error = exc
+        with self.sessions.begin() as session:
+            update = session.execute(select(StatusUpdate).where(StatusUpdate.incident_id == incident_id,
+                                                                StatusUpdate.seq == seq)).scalar_one()
+            incident = session.get(Incident, incident_id)
+            assert incident is not None
+            update.attempts += 1
+            if error is None:
+                update.state = "sent"
+                update.sent_at = now
+                update.last_error = None
+                if created_id:
+                    incident.statuspage_incident_id = created_id
+                timeline.append(session, incident_id=incident_id, at=now, kind=TimelineKind.COMMS,
+                                message=f"status page updated: {update.status} ({update.reason})")
+                return True
+            update.last_error = str(error)[:2000]
+            if isinstance(error, TransientError):
+                wait = max(error.retry_after or 0, self.backoff.total_seconds() * 2 ** min(update.attempts - 1, 8))
+                update.next_attempt_at = now + timedelta(seconds=min(wait, 600))
+            elif isinstance(error, PermanentError):
+                update.state = "failed"
+                timeline.append(session, incident_id=incident_id, at=now, kind=TimelineKind.COMMS,
+                                message=f"status page update {update.status} refused: {error}")
+            return False
+
+    @staticmethod
+    def _find_or_create(client: Any, *, incident_id: int, name: str, body: str, status: str,
+                        components: dict[str, str], component_ids: list[str]) -> str:
+        # After a crash between create and commit, the page already has our incident: find it by metadata.
+        for existing in client.list_unresolved():
+            meta = getattr(existing, "metadata", None) or {}
+            if (meta.get("incident_worker") or {}).get("incident_id") == str(incident_id):
+                client.update_incident(existing.id, status=status, body=body, components=components,
+                                       component_ids=component_ids)
+                return str(existing.id)
+        created = client.create_incident(name=name, status=status, body=body, component_ids=component_ids,
+                                         components=components,
+                                         metadata={"incident_worker": {"incident_id": str(incident_id)}})
+        return str(created.id)
+
+
+@dataclass
+class Cadence:
+    """Reminders when an update is overdue, and escalation when a SEV1/2 makes no progress."""
+
+    sessions: sessionmaker[Session]
+    catalog: CatalogConfig
+    clients: Clients
+    comms: Communications
+    clock: Clock = utcnow
+
+    def run_once(self) -> None:
+        now = self.clock()
+        with self.sessions.begin() as session:
+            for incident in incident_store.open_incidents(session):
+                if not incident.declared:
+                    continue
+                self._remind(session, incident, now)
+                self._escalate(session, incident, now)
+
+    def _remind(self, session: Session, incident: Incident, now: datetime) -> None:
+        cadence = self.catalog.communications.cadence.get(Severity(incident.severity))
+        last = incident.last_update_at or incident.declared_at
+        if cadence is None or last is None or now - as_utc(last) < cadence:
+            return
+        text = (f"incident-worker: no stakeholder update for {incident.severity} incident #{incident.id} in "
+                f"{cadence}; post an update (time, status, impact, what we know, next update).")
+        done, _ = post_note(self.clients, incident=incident_snapshot(incident), text=text)
+        incident.last_update_at = now
+        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.COMMS,
+                        message=f"update reminder ({cadence} cadence)" + (f" posted to {', '.join(done)}" if done else ""))
+        if self.catalog.communications.statuspage.post_still_investigating and incident.status != "mitigated":
+            self.comms._queue(session, incident, "investigating", now, reason="cadence", template="still_investigating")
+
+    def _escalate(self, session: Session, incident: Incident, now: datetime) -> None:
+        policy = self.catalog.communications.escalation
+        if incident.escalated_at is not None or Severity(incident.severity) not in policy.severities:
+            return
+        if incident.status not in ("triggered", "acknowledged") or incident.declared_at is None:
+            return
+        if now - as_utc(incident.declared_at) < policy.no_progress_after:
+            return
+        progressed = session.execute(
+            select(RunStep.id).join(Run).where(Run.incident_id == incident.id, RunStep.status == "succeeded",
+                                               RunStep.mutating.is_(True))
+        ).first()
+        if progressed:
+            return
+        incident.escalated_at = now
+        text = (f"incident-worker: {incident.severity} incident #{incident.id} has made no mitigation progress for "
+                f"{policy.no_progress_after}; escalating.")
+        done, _ = post_note(self.clients, incident=incident_snapshot(incident), text=text)
+        pd_id = incident_snapshot(incident).get("pagerduty_incident_id")
+        if policy.pagerduty_escalate_to_level and pd_id and self.clients.has("pagerduty"):
+            try:
+                self.clients.pagerduty.escalate(pd_id, policy.pagerduty_escalate_to_level)
+                done.append(f"PagerDuty escalation level {policy.pagerduty_escalate_to_level}")
+            except ActionError as exc:
+                done.append(f"PagerDuty escalate failed: {exc}")
+        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.ESCALATED,
+                        message=f"escalation: no mitigation progress for {policy.no_progress_after}"
+                                + (f" ({'; '.join(done)})" if done else ""))
