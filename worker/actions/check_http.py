@@ -31,7 +31,7 @@ class CheckHttp(Action[CheckHttpParams], name="check.http"):
     EXAMPLE = "- id: health\n  action: check.http\n  with: {url: 'http://127.0.0.1:8091/health', expect_status: 200}"
 
     def scope_problems(self, params: CheckHttpParams, service: Service) -> list[tuple[str, str]]:
-        problem = scoping.url_problem(params.url, service)
+        problem = scoping.url_problem(params.url, service, mutating=False)
         return [("url", problem)] if problem else []
 
     def describe(self, params: CheckHttpParams) -> str:

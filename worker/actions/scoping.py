@@ -19,11 +19,11 @@ def allowed_hosts(service: Service) -> list[str]:
     hosts = list(service.resources.http_hosts)
     if service.resources.feature_flags is not None:
         hosts.append(host_of(service.resources.feature_flags.base_url))
-    return hosts
+    return list(dict.fromkeys(hosts))
 
 
-def url_problem(url: str, service: Service) -> str | None:
-    """Why `url` is outside the service's scope, or None when it is inside."""
+def url_problem(url: str, service: Service, *, mutating: bool = True) -> str | None:
+    """Why `url` is outside the service's scope, or None; a change on the flag service must name an owned flag."""
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"}:
         return f"only http and https URLs are allowed, not {parts.scheme or 'no scheme'!r}"
@@ -33,7 +33,7 @@ def url_problem(url: str, service: Service) -> str | None:
     if host not in hosts and bare not in hosts:
         return f"host {host!r} is not owned by the service (http_hosts: {', '.join(hosts) or 'none'})"
     flags = service.resources.feature_flags
-    if flags is not None and url.startswith(flags.base_url.rstrip("/") + "/"):
+    if mutating and flags is not None and url.startswith(flags.base_url.rstrip("/") + "/"):
         segments = [s for s in urlsplit(url).path.split("/") if s]
         if not set(segments) & set(flags.flags):
             return f"feature flag URL names no flag owned by the service ({', '.join(flags.flags) or 'none'})"
