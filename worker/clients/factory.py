@@ -26,15 +26,21 @@ class Clients:
 
     @cached_property
     def kubernetes(self) -> Any:
-        from worker.clients.kubernetes import KubernetesClient
+        def build() -> Any:
+            from worker.clients.kubernetes import KubernetesClient
 
-        return self._get("kubernetes", KubernetesClient.load)
+            return KubernetesClient.load()
+
+        return self._get("kubernetes", build)
 
     @cached_property
     def route53(self) -> Any:
-        from worker.clients.route53 import Route53Client
+        def build() -> Any:
+            from worker.clients.route53 import Route53Client
 
-        return self._get("route53", lambda: Route53Client.from_settings(endpoint_url=self.settings.aws_endpoint_url))
+            return Route53Client.from_settings(endpoint_url=self.settings.aws_endpoint_url)
+
+        return self._get("route53", build)
 
     @cached_property
     def pagerduty(self) -> Any:
@@ -88,6 +94,8 @@ class Clients:
         return HttpClient(allowed_hosts=allowed_hosts, transport=self._injected.get("http_transport"))
 
     def prometheus(self, url: str) -> Any:
+        if "prometheus" in self._injected:
+            return self._injected["prometheus"](url)
         from worker.clients.prometheus import PrometheusClient
 
         return PrometheusClient(url=url)

@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -31,5 +31,12 @@ def _coerce(value: object) -> timedelta:
     return value if isinstance(value, timedelta) else parse_duration(value)  # type: ignore[arg-type]
 
 
-# A pydantic field type accepting '90s' / '5m' / seconds.
-Duration = Annotated[timedelta, BeforeValidator(_coerce)]
+# A pydantic field type accepting '90s' / '5m' / seconds; stored and serialised as seconds.
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_coerce),
+    PlainSerializer(lambda value: value.total_seconds(), return_type=float, when_used="json"),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
+                              {"type": "number", "minimum": 0}],
+                    "description": "A duration such as 90s, 5m, 2h or 1h30m (a bare number is seconds)."}),
+]

@@ -342,7 +342,8 @@ class Executor:
             spec = Step.model_validate(step.spec)
             assert spec.verify is not None
             check: Check = spec.verify
-        ok, summary = self._check(check, incident=incident, service=service, step=step)
+            key = step.idempotency_key
+        ok, summary = self._check(check, incident_id=run.incident_id, service=service, idempotency_key=key)
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
             now = self.clock()
@@ -385,16 +386,19 @@ class Executor:
 
     # -- helpers ------------------------------------------------------------------------------------
 
-    def _check(self, check: Check, *, incident: Incident, service: Service, step: RunStep) -> tuple[bool, str]:
+    def _check(self, check: Check, *, incident_id: int, service: Service, idempotency_key: str) -> tuple[bool, str]:
         action = get_action(check.action)
         try:
             with self.sessions() as session:
-                fresh = session.get(Incident, incident.id)
-                assert fresh is not None
-                context = template_context(incident=fresh, service=service, settings=self.settings)
-            rendered, _, secrets = render_step(check.with_, context=context)
+                incident = session.get(Incident, incident_id)
+                assert incident is not None
+                context = template_context(incident=incident, service=service, settings=self.settings)
+                rendered, _, secrets = render_step(check.with_, context=context)
+                snapshot = context["incident"]
             params = action.params.model_validate(rendered)
-            ctx = self._context(incident, service, step, secrets)
+            ctx = ActionContext(settings=self.settings, service=service, incident=snapshot, clients=self.clients,
+                                idempotency_key=idempotency_key, now=self.clock, sleep=self.sleep,
+                                secret_values=tuple(secrets.values()))
             result = action.run(params, ctx, Preview(description=action.describe(params), target=check.action))
             return result.ok, result.summary
         except (ActionError, PlanError, ValueError) as exc:
