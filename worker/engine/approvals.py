@@ -168,6 +168,7 @@ def decide(session: Session, *, view: GateView, decision: str, identity: str, ad
     if earlier:
         raise DecisionRefused(409, f"{identity} has already decided on this step.")
     request.used_at = now
+    run.wake_at = None  # the executor looks at the run again at once
     request.decision = decision
     request.decided_by = identity
     request.decided_from = address

@@ -130,6 +130,7 @@ class Planner:
             playbook_hash=fingerprint(playbook.model_dump(mode="json", by_alias=True)), service=incident.service,
             mode=playbook.mode, dry_run=self.settings.dry_run, status="planned", on_timeout=playbook.on_timeout,
             match_reasons={"reasons": list(reasons)}, created_at=now, updated_at=now,
+            triggered_by=next((a.triggered_by for a in incident.alerts if a.triggered_by), None),
         )
         session.add(run)
         session.flush()

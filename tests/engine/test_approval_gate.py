@@ -1,0 +1,271 @@
+"""The approval gate and the executor's guardrails, in process, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import Harness, pd_event
+from worker.store import timeline
+from worker.store.tables import TimelineEntry
+
+ROLLBACK = """
+name: rollback
+match: {{service: checkout}}
+on_timeout: {on_timeout}
+mode: {mode}
+steps:
+  - id: rollback
+    action: kubernetes.rollout_undo
+    with: {{namespace: shop, deployment: checkout}}
+    verify:
+      action: check.prometheus
+      with: {{url: "http://127.0.0.1:9090", query: checkout_error_ratio, expect: "< 0.05"}}
+      within: 2m
+      interval: 10s
+"""
+
+
+def playbook(*, on_timeout: str = "deny", mode: str = "active") -> dict[str, str]:
+    return {"rollback": ROLLBACK.format(on_timeout=on_timeout, mode=mode)}
+
+
+@pytest.fixture
+def make(database_url: str, tmp_path: Path) -> Iterator:
+    made: list[Harness] = []
+
+    def build(**kwargs) -> Harness:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("playbooks", playbook())
+        h = Harness(database_url=database_url, tmp_path=tmp_path / str(len(made)), **kwargs)
+        made.append(h)
+        return h
+
+    yield build
+    for h in made:
+        h.close()
+
+
+def declared(h: Harness, **event) -> None:  # type: ignore[no-untyped-def]
+    h.deliver(pd_event("incident.triggered", **event))
+    h.run()
+
+
+def test_nothing_runs_until_the_ic_approves_then_it_runs_once_and_verifies(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    assert h.steps() == {"rollback": "awaiting_approval"}
+    assert h.cluster.mutations == []
+    links = h.links()
+    assert set(links) == {"Dana Okafor", "Sam Reyes"}  # the IC (PagerDuty assignee) and the catalog approver
+    page = h.open_page(links["Dana Okafor"])
+    assert page.status_code == 200
+    assert "roll back deployment shop/checkout from revision 3 to revision 2" in page.get_data(as_text=True)
+    h.run()
+    assert h.cluster.mutations == []  # opening the page changed nothing
+    result = h.decide(links["Dana Okafor"])
+    assert result.status_code == 200, result.get_data(as_text=True)
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 2)]
+    assert h.steps() == {"rollback": "succeeded"}
+    incident = h.incident()
+    assert incident["status"] == "mitigated"
+    kinds = [e["kind"] for e in incident["timeline"]]
+    assert kinds.index("approval") < kinds.index("step")
+    approval = incident["runs"][0]["steps"][0]["approvals"]
+    assert any(a["decided_by"] == "Dana Okafor" and a["decided_from"] == "127.0.0.1" for a in approval)
+
+
+def test_a_link_is_single_use(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    token = h.links()["Dana Okafor"]
+    assert h.decide(token).status_code == 200
+    again = h.decide(token)
+    assert again.status_code == 409
+    assert "already used" in again.get_data(as_text=True)
+
+
+def test_tampered_and_guessed_tokens_are_refused_and_rate_limited(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    token = h.links()["Dana Okafor"]
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert h.open_page(tampered).status_code == 404
+    for _ in range(25):
+        h.open_page("guess-" + "x" * 20)
+    assert h.open_page(token).status_code == 429  # this address is now throttled, even with a good token
+    assert h.cluster.mutations == []
+
+
+def test_an_expired_link_is_refused_and_the_gate_times_out_to_deny(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    token = h.links()["Dana Okafor"]
+    h.clock.advance(minutes=16)
+    assert h.open_page(token).status_code == 410
+    h.run()
+    assert h.steps() == {"rollback": "expired"}
+    assert h.incident()["runs"][0]["status"] == "expired"
+    assert h.cluster.mutations == []
+
+
+def test_timeout_escalates_to_backup_approvers(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(playbooks=playbook(on_timeout="escalate"))
+    declared(h)
+    h.clock.advance(minutes=16)
+    h.run()
+    links = h.links()
+    assert set(links) == {"Priya Natarajan"}
+    assert h.steps() == {"rollback": "awaiting_approval"}
+    assert any(e["kind"] == "escalated" for e in h.incident()["timeline"])
+    assert h.decide(links["Priya Natarajan"]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+def test_deny_runs_nothing(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    assert h.decide(h.links()["Sam Reyes"], "deny").status_code == 200
+    h.run()
+    assert h.steps() == {"rollback": "denied"}
+    assert h.incident()["runs"][0]["status"] == "denied"
+    assert h.cluster.mutations == []
+
+
+def test_sev1_needs_two_distinct_approvers(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h, priority="P1")
+    links = h.links()
+    assert h.decide(links["Dana Okafor"]).status_code == 200
+    h.run()
+    assert h.steps() == {"rollback": "awaiting_approval"}  # quorum not met
+    assert h.cluster.mutations == []
+    assert h.decide(links["Sam Reyes"]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+def test_whoever_triggered_cannot_approve_alone(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h, agent="Sam Reyes")  # Sam raised the incident by hand
+    links = h.links()
+    assert h.decide(links["Sam Reyes"]).status_code == 200
+    h.run()
+    assert h.steps() == {"rollback": "awaiting_approval"}
+    assert h.cluster.mutations == []
+    assert h.decide(links["Dana Okafor"]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+def test_a_changed_target_voids_the_approval_and_asks_again(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    first = h.links()
+    h.cluster.revision = 5  # somebody deployed again after the page was shown
+    assert h.decide(first["Dana Okafor"]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == []
+    second = h.links()
+    assert second and second != first
+    assert h.open_page(first["Sam Reyes"]).status_code == 410
+    assert "from revision 5 to revision 4" in h.open_page(second["Dana Okafor"]).get_data(as_text=True)
+    assert any("target changed" in e["message"] for e in h.incident()["timeline"])
+
+
+def test_resolution_voids_pending_approvals(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    token = h.links()["Dana Okafor"]
+    h.deliver(pd_event("incident.resolved"))
+    assert h.open_page(token).status_code == 410
+    h.run()
+    assert h.incident()["runs"][0]["status"] == "cancelled"
+    assert h.cluster.mutations == []
+
+
+def test_proxy_identity_mode_checks_the_header(make) -> None:  # type: ignore[no-untyped-def]
+    approvals = "identity: proxy\nproxy_header: X-Forwarded-Email\n"
+    h = make(config_patch={"approvals.yaml": approvals})
+    declared(h)
+    (token,) = h.links().values()
+    assert h.open_page(token).status_code == 401
+    stranger = h.decide(token, headers={"X-Forwarded-Email": "mallory@example.com"})
+    assert stranger.status_code == 403
+    ok = h.decide(token, headers={"X-Forwarded-Email": "sam.reyes@example.com"})
+    assert ok.status_code == 200
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+def test_kill_switch_holds_approved_mutations_until_resume(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    h.http.post("/api/pause", json={"reason": "game day"})
+    assert h.decide(h.links()["Dana Okafor"]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == []
+    assert h.http.get("/readyz").get_json()["paused"] == ["global"]
+    h.http.post("/api/resume", json={})
+    h.clock.advance(seconds=10)
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+def test_shadow_mode_only_notes_what_it_would_do(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(playbooks=playbook(mode="shadow"))
+    declared(h)
+    assert h.links() == {}
+    assert h.cluster.mutations == []
+    assert any("would have run rollback" in text for _, text in h.pagerduty.notes)
+    assert h.steps() == {"rollback": "skipped"}
+
+
+def test_cooldown_keeps_a_flapping_alert_from_rolling_back_again(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h, incident_id="PINC1")
+    h.deliver(pd_event("incident.resolved", incident_id="PINC1"))
+    h.clock.advance(minutes=5)
+    declared(h, incident_id="PINC2")
+    second = h.incident(2)
+    assert second["runs"] == []
+    assert any("cool-down" in e["message"] for e in second["timeline"])
+
+
+def test_failed_verification_fails_the_step(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    h.prometheus.value = 0.5
+    h.decide(h.links()["Dana Okafor"])
+    h.run()
+    assert h.steps() == {"rollback": "verifying"}
+    h.clock.advance(minutes=3)
+    h.run()
+    assert h.steps() == {"rollback": "failed"}
+    assert "verification failed" in h.incident()["runs"][0]["steps"][0]["error"]
+
+
+def test_dry_run_calls_nothing_that_mutates(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(dry_run=True)
+    declared(h)
+    h.decide(h.links()["Dana Okafor"])
+    h.run()
+    assert h.cluster.mutations == []
+    assert h.steps() == {"rollback": "succeeded"}
+    assert h.incident()["runs"][0]["steps"][0]["output"]["dry_run"] is True
+
+
+def test_audit_chain_detects_an_edited_entry(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    with h.runtime.sessions.begin() as session:
+        assert timeline.verify(session, incident_id=1).ok
+        entry = session.query(TimelineEntry).filter_by(incident_id=1).order_by(TimelineEntry.id).all()[1]
+        entry.message = "nothing to see here"
+    with h.runtime.sessions() as session:
+        report = timeline.verify(session, incident_id=1)
+    assert not report.ok
+    assert report.first_bad_id == entry.id

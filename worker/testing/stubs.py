@@ -1,0 +1,89 @@
+"""In-memory stand-ins for outbound clients, for fast engine tests (the real-peer fakes live beside them)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from worker.clients.conditions import parse_condition
+
+
+class ManualClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, start: datetime | None = None):
+        self.now = start or datetime(2026, 11, 24, 2, 47, tzinfo=UTC)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, **delta: float) -> None:
+        with self._lock:
+            self.now += timedelta(**delta)
+
+
+@dataclass
+class StubCluster:
+    """A deployment with numbered revisions; counts every mutation."""
+
+    revision: int = 3
+    replicas: int = 3
+    mutations: list[tuple[str, Any]] = field(default_factory=list)
+
+    def plan_rollout_undo(self, *, namespace: str, deployment: str, to_revision: int | None = None) -> Any:
+        target = to_revision or self.revision - 1
+        return SimpleNamespace(
+            current_revision=self.revision, target_revision=target, noop=target == self.revision,
+            target_template={"spec": {"containers": [{"name": "app", "image": f"checkout:{target}"}]}},
+            current_template={"spec": {"containers": [{"name": "app", "image": f"checkout:{self.revision}"}]}},
+            state_fingerprint=f"revision-{self.revision}",
+        )
+
+    def rollout_undo(self, *, namespace: str, deployment: str, to_revision: int | None = None) -> Any:
+        if to_revision == self.revision:
+            return SimpleNamespace(skipped=True)
+        self.mutations.append(("rollout_undo", to_revision))
+        self.revision = to_revision or self.revision - 1
+        return SimpleNamespace(skipped=False)
+
+    def get_deployment_state(self, *, namespace: str, deployment: str) -> Any:
+        return SimpleNamespace(revision=self.revision, replicas=self.replicas, paused=False,
+                               fingerprint=f"revision-{self.revision}-replicas-{self.replicas}")
+
+    def rollout_restart(self, *, namespace: str, deployment: str, at: datetime) -> Any:
+        self.mutations.append(("rollout_restart", at))
+        return SimpleNamespace()
+
+    def scale(self, *, namespace: str, deployment: str, replicas: int) -> Any:
+        self.mutations.append(("scale", replicas))
+        self.replicas = replicas
+        return SimpleNamespace()
+
+
+@dataclass
+class StubNotes:
+    """Records notes as PagerDuty or Opsgenie would receive them."""
+
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    assignees: list[str] = field(default_factory=list)
+
+    def add_note(self, target_id: str, content: str, **_: Any) -> str:
+        self.notes.append((target_id, content))
+        return f"note-{len(self.notes)}"
+
+
+@dataclass
+class StubPrometheus:
+    """Answers every check with the value `value`."""
+
+    value: float = 0.0
+
+    def check(self, query: str, *, condition: str) -> Any:
+        ok = parse_condition(condition).holds(self.value)
+        return SimpleNamespace(ok=ok, message=f"{query} = {self.value} ({'ok' if ok else 'not ' + condition})",
+                               observed=self.value)
