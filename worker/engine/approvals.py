@@ -98,10 +98,12 @@ def open_gate(session: Session, *, step: RunStep, approvers: list[Approver], pol
     return links
 
 
-def void_open_requests(session: Session, *, step: RunStep, now: datetime, reason: str) -> int:
+def void_open_requests(session: Session, *, step: RunStep, now: datetime, reason: str,
+                       include_decided: bool = False) -> int:
+    """Void the step's open links (and, when the plan changed, the decisions already given)."""
     count = 0
     for request in step.approvals:
-        if request.used_at is None and request.voided_at is None:
+        if (request.used_at is None or include_decided) and request.voided_at is None:
             request.voided_at = now
             request.void_reason = reason
             count += 1

@@ -226,7 +226,8 @@ class Executor:
                 fresh_json = fresh.model_dump(mode="json")
                 plan = approvals.plan_hash(incident_id=incident.id, run_id=run.id, step=step, preview=fresh_json)
                 if plan != step.plan_hash:
-                    approvals.void_open_requests(session, step=step, now=now, reason="the target changed")
+                    approvals.void_open_requests(session, step=step, now=now, reason="the target changed",
+                                                 include_decided=True)
                     step.status = "planned"
                     timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.GUARDRAIL,
                                     message=f"{step.step_id}: the target changed since it was approved "
@@ -237,6 +238,8 @@ class Executor:
             if step.mutating:
                 self.on_progress(session, "identified", incident)
             # Record the intent before calling out: a crash from here on is recovered, never repeated blindly.
+            # The claim now covers the whole call, so no other process takes the run over mid-call.
+            run.claimed_until = now + self._call_budget(step)
             step.status = "running"
             step.intent_at = now
             step.started_at = step.started_at or now
@@ -275,6 +278,7 @@ class Executor:
                 return True
             timeline.append(session, incident_id=incident.id, at=self.clock(), kind=TimelineKind.STEP,
                             message=f"{step.step_id}: resuming after a restart (repeating it is safe)")
+            run.claimed_until = self.clock() + self._call_budget(step)
             step.attempts += 1
         return self._execute(run_id, step_id, action.name, params, ctx, preview)
 
@@ -456,6 +460,10 @@ class Executor:
 
     def _paused(self, session: Session, service: str) -> Pause | None:
         return session.execute(select(Pause).where(Pause.scope.in_(["global", service]))).scalars().first()
+
+    def _call_budget(self, step: RunStep) -> timedelta:
+        spec = Step.model_validate(step.spec)
+        return spec.timeout * max(1, spec.retry.attempts) + self.claim_ttl
 
     def _lock_ttl(self, step: RunStep) -> timedelta:
         spec = Step.model_validate(step.spec)

@@ -1,0 +1,161 @@
+"""Crash safety (a mutation is never applied twice) and two executors on one database."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import Harness, pd_event
+from worker.engine.executor import Executor
+
+ROLLBACK = """
+name: rollback
+match: {service: checkout}
+steps:
+  - id: rollback
+    action: kubernetes.rollout_undo
+    with: {namespace: shop, deployment: checkout}
+"""
+SCALE = """
+name: scale-up
+match: {service: checkout}
+steps:
+  - id: scale
+    action: kubernetes.scale
+    with: {namespace: shop, deployment: checkout, replicas: 6}
+"""
+
+
+class Died(BaseException):
+    """Stands for kill -9: nothing after it runs, no transaction commits."""
+
+
+def test_a_crash_after_the_call_does_not_repeat_the_mutation(database_url: str, tmp_path: Path) -> None:
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"rollback": ROLLBACK})
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        h.decide(h.links()["Dana Okafor"])
+        real_undo = h.cluster.rollout_undo
+
+        def undo_then_die(**kwargs):  # type: ignore[no-untyped-def]
+            real_undo(**kwargs)
+            raise Died
+
+        h.cluster.rollout_undo = undo_then_die  # type: ignore[method-assign]
+        with pytest.raises(Died):
+            h.run()
+        assert h.steps() == {"rollback": "running"}  # the intent was committed before the call
+        assert h.cluster.mutations == [("rollout_undo", 2)]
+
+        # A new process (another holder) takes over once the dead one's claim expires.
+        h.cluster.rollout_undo = real_undo  # type: ignore[method-assign]
+        h.clock.advance(minutes=7)  # the dead process's claim covered its whole call budget
+        other = Executor(sessions=h.runtime.sessions, catalog=h.runtime.catalog, settings=h.settings,
+                         clients=h.runtime.clients, holder="restarted", clock=h.clock)
+        other.run_once()
+        assert h.steps() == {"rollback": "succeeded"}
+        assert h.cluster.mutations == [("rollout_undo", 2)]  # applied exactly once
+        messages = [e["message"] for e in h.incident()["timeline"]]
+        assert any("resuming after a restart" in m for m in messages)
+    finally:
+        h.close()
+
+
+def test_a_step_whose_repeat_is_unsafe_fails_instead_of_repeating(database_url: str, tmp_path: Path) -> None:
+    post = """
+name: create-ticket
+match: {service: checkout}
+steps:
+  - id: ticket
+    action: http.request
+    with: {method: POST, url: "http://127.0.0.1:8091/flags/new-checkout-flow", json: {enabled: false}}
+"""
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"ticket": post})
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        h.decide(h.links()["Dana Okafor"])
+
+        class DyingHttp:
+            def request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                raise Died
+
+        h.runtime.clients.http = lambda hosts: DyingHttp()  # type: ignore[method-assign]
+        with pytest.raises(Died):
+            h.run()
+        h.clock.advance(minutes=7)  # the dead process's claim covered its whole call budget
+        Executor(sessions=h.runtime.sessions, catalog=h.runtime.catalog, settings=h.settings,
+                 clients=h.runtime.clients, holder="restarted", clock=h.clock).run_once()
+        step = h.incident()["runs"][0]["steps"][0]
+        assert step["status"] == "failed"
+        assert "not safe to repeat" in step["error"]
+    finally:
+        h.close()
+
+
+def test_two_executors_never_run_two_mutations_of_one_service_at_once(database_url: str, tmp_path: Path) -> None:
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"rollback": ROLLBACK, "scale": SCALE})
+    in_flight, peak, calls = [0], [0], []
+    lock = threading.Lock()
+
+    def slow(name, real):  # type: ignore[no-untyped-def]
+        def call(**kwargs):  # type: ignore[no-untyped-def]
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+                calls.append(name)
+            time.sleep(0.3)
+            try:
+                return real(**kwargs)
+            finally:
+                with lock:
+                    in_flight[0] -= 1
+        return call
+
+    h.cluster.rollout_undo = slow("undo", h.cluster.rollout_undo)  # type: ignore[method-assign]
+    h.cluster.scale = slow("scale", h.cluster.scale)  # type: ignore[method-assign]
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        runs = h.incident()["runs"]
+        assert len(runs) == 2
+        executors = [Executor(sessions=h.runtime.sessions, catalog=h.runtime.catalog, settings=h.settings,
+                              clients=h.runtime.clients, holder=f"proc-{i}", clock=h.clock) for i in range(2)]
+
+        def spin(executor: Executor) -> None:
+            for _ in range(10):
+                executor.run_once()
+                h.clock.advance(seconds=6)
+                time.sleep(0.02)
+
+        used: set[str] = set()
+        for _ in range(3):
+            # Approve every open gate; the second change is re-asked because the first one moved the
+            # deployment (approve what you see), so this takes two rounds.
+            for token in _all_tokens(h):
+                if token not in used:
+                    used.add(token)
+                    h.decide(token)
+            threads = [threading.Thread(target=spin, args=(e,)) for e in executors]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+        assert sorted(calls) == ["scale", "undo"]  # each ran exactly once
+        assert peak[0] == 1  # never two changes to checkout in flight
+        assert set(h.steps().values()) == {"succeeded"}
+    finally:
+        h.close()
+
+
+def _all_tokens(h: Harness) -> list[str]:
+    tokens = []
+    for _, text in h.pagerduty.notes:
+        found = re.findall(r"- Dana Okafor \(.+?\): \S+/approvals/(\S+)", text)
+        tokens += found
+    return tokens
