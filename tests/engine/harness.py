@@ -15,7 +15,7 @@ from worker.engine.runtime import Runtime
 from worker.http.app import create_app
 from worker.settings import Settings
 from worker.store.inbox import NewDelivery
-from worker.testing.stubs import ManualClock, StubCluster, StubNotes, StubPrometheus
+from worker.testing.stubs import ManualClock, StubCluster, StubNotes, StubPrometheus, StubStatuspage
 
 PUBLIC = "http://127.0.0.1:9"
 
@@ -54,10 +54,13 @@ class Harness:
         self.cluster = StubCluster()
         self.pagerduty = StubNotes()
         self.prometheus = StubPrometheus()
+        self.statuspage = StubStatuspage()
+        settings.setdefault("resolution_hold", timedelta(0))
         self.settings = Settings.from_env({}, database_url=database_url, config_dir=config, playbooks_dir=book_dir,
-                                          resolution_hold=timedelta(0), public_url=PUBLIC, **settings)
+                                          public_url=PUBLIC, **settings)
         self.runtime = Runtime.build(self.settings, clock=self.clock, clients={
             "kubernetes": self.cluster, "pagerduty": self.pagerduty, "prometheus": lambda url: self.prometheus,
+            "statuspage": self.statuspage,
         })
         self.http = create_app(self.runtime).test_client()
 
@@ -69,6 +72,11 @@ class Harness:
     def run(self, times: int = 1) -> None:
         for _ in range(times):
             self.runtime.executor.run_once()
+            self.runtime.deliverer.run_once()
+
+    def tick(self) -> None:
+        self.runtime._tick()
+        self.runtime.deliverer.run_once()
 
     def links(self) -> dict[str, str]:
         """Approver name -> token, from the last approval note posted to PagerDuty."""

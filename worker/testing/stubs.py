@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from worker.clients.conditions import parse_condition
+from worker.errors import TransientError
 
 
 class ManualClock:
@@ -87,3 +88,36 @@ class StubPrometheus:
         ok = parse_condition(condition).holds(self.value)
         return SimpleNamespace(ok=ok, message=f"{query} = {self.value} ({'ok' if ok else 'not ' + condition})",
                                observed=self.value)
+
+
+@dataclass
+class StubStatuspage:
+    """Records create/update calls like the Statuspage API would apply them; can be taken down."""
+
+    incidents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    down: bool = False
+    retry_after: float | None = None
+
+    def _check(self) -> None:
+        if self.down:
+            raise TransientError("statuspage answered 503", retry_after=self.retry_after)
+
+    def create_incident(self, **body: Any) -> Any:
+        self._check()
+        incident_id = f"sp{len(self.incidents) + 1}"
+        self.incidents[incident_id] = {"id": incident_id, **body, "updates": [body.get("status")]}
+        self.calls.append(("create", body))
+        return SimpleNamespace(id=incident_id, metadata=body.get("metadata"))
+
+    def update_incident(self, incident_id: str, **body: Any) -> Any:
+        self._check()
+        self.incidents[incident_id].update({k: v for k, v in body.items() if v is not None})
+        self.incidents[incident_id]["updates"].append(body.get("status"))
+        self.calls.append(("update", {"id": incident_id, **body}))
+        return SimpleNamespace(id=incident_id)
+
+    def list_unresolved(self) -> list[Any]:
+        self._check()
+        return [SimpleNamespace(id=i["id"], metadata=i.get("metadata")) for i in self.incidents.values()
+                if i.get("status") != "resolved"]

@@ -1,0 +1,129 @@
+"""Status page lifecycle through the outbox, cadence reminders, escalation, resolution hold, postmortem."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from harness import Harness, pd_event
+
+ROLLBACK = """
+name: rollback
+match: {service: checkout}
+steps:
+  - id: rollback
+    action: kubernetes.rollout_undo
+    with: {namespace: shop, deployment: checkout}
+    verify:
+      action: check.prometheus
+      with: {url: "http://127.0.0.1:9090", query: checkout_error_ratio, expect: "< 0.05"}
+"""
+
+
+def make(database_url: str, tmp_path: Path, **kwargs) -> Harness:  # type: ignore[no-untyped-def]
+    kwargs.setdefault("playbooks", {"rollback": ROLLBACK})
+    return Harness(database_url=database_url, tmp_path=tmp_path, **kwargs)
+
+
+def test_sev1_lifecycle_on_the_status_page_then_the_postmortem(database_url: str, tmp_path: Path) -> None:
+    h = make(database_url, tmp_path, resolution_hold=timedelta(minutes=2))
+    try:
+        h.deliver(pd_event("incident.triggered", priority="P1"))
+        h.run()
+        sp = h.statuspage
+        (page_id,) = sp.incidents
+        assert sp.calls[0][0] == "create"
+        assert sp.calls[0][1]["status"] == "investigating"
+        assert sp.calls[0][1]["components"] == {"checkout-component": "major_outage"}
+        assert "kubernetes" not in sp.calls[0][1]["body"].lower()  # impact, not cause or internals
+        links = h.links()
+        h.decide(links["Dana Okafor"])
+        h.decide(links["Sam Reyes"])  # SEV1: two approvers
+        h.run(2)
+        assert sp.incidents[page_id]["updates"] == ["investigating", "identified", "monitoring"]
+        h.deliver(pd_event("incident.resolved"))
+        assert h.incident()["status"] == "mitigated"  # held until recovery is confirmed
+        h.clock.advance(minutes=3)
+        h.tick()
+        assert h.incident()["status"] == "resolved"
+        assert sp.incidents[page_id]["updates"][-1] == "resolved"
+        assert sp.calls[-1][1]["components"] == {"checkout-component": "operational"}
+        text = h.http.get("/api/incidents/1/postmortem").get_data(as_text=True)
+        for section in ("## Summary", "## Impact", "## Timeline (UTC)", "## Mitigations", "## Approvals",
+                        "## Root cause", "## Contributing factors", "## What went well", "## Action items"):
+            assert section in text
+        assert "MTTR (detection to resolution): 3m" in text or "MTTR (detection to resolution):" in text
+        assert "Dana Okafor approved rollback" in text and "Sam Reyes approved rollback" in text
+        timeline = text.split("## Timeline (UTC)")[1].split("## Mitigations")[0]
+        assert timeline.index("detected") < timeline.index("approved") < timeline.index("resolved")
+    finally:
+        h.close()
+
+
+def test_statuspage_outage_delays_updates_but_delivers_all_in_order_once(database_url: str, tmp_path: Path) -> None:
+    h = make(database_url, tmp_path)
+    try:
+        h.statuspage.down = True
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        h.decide(h.links()["Dana Okafor"])
+        h.run(2)
+        pending = h.http.get("/api/incidents/1/status-updates").get_json()["updates"]
+        assert [u["state"] for u in pending] == ["pending", "pending", "pending"]
+        assert pending[0]["last_error"]
+        h.statuspage.down = False
+        for _ in range(5):
+            h.clock.advance(minutes=5)
+            h.run()
+        (page_id,) = h.statuspage.incidents
+        assert h.statuspage.incidents[page_id]["updates"] == ["investigating", "identified", "monitoring"]
+        assert [c for c, _ in h.statuspage.calls] == ["create", "update", "update"]
+        sent = h.http.get("/api/incidents/1/status-updates").get_json()["updates"]
+        assert [u["state"] for u in sent] == ["sent", "sent", "sent"]
+    finally:
+        h.close()
+
+
+def test_sev3_stays_off_the_public_page(database_url: str, tmp_path: Path) -> None:
+    h = make(database_url, tmp_path)
+    try:
+        h.deliver(pd_event("incident.triggered", priority="P3"))
+        h.run()
+        assert h.statuspage.calls == []
+    finally:
+        h.close()
+
+
+def test_cadence_reminder_and_escalation_notes(database_url: str, tmp_path: Path) -> None:
+    h = make(database_url, tmp_path, playbooks={})
+    try:
+        h.deliver(pd_event("incident.triggered", priority="P1"))
+        h.run()
+        h.clock.advance(minutes=21)
+        h.tick()
+        notes = [text for _, text in h.pagerduty.notes]
+        assert any("no mitigation progress" in n for n in notes)
+        h.clock.advance(minutes=10)
+        h.tick()
+        notes = [text for _, text in h.pagerduty.notes]
+        assert any("no stakeholder update" in n for n in notes)
+        kinds = [e["kind"] for e in h.incident()["timeline"]]
+        assert "escalated" in kinds
+    finally:
+        h.close()
+
+
+def test_metrics_summary_computes_mtta_and_mttr(database_url: str, tmp_path: Path) -> None:
+    h = make(database_url, tmp_path, playbooks={})
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.clock.advance(minutes=4)
+        ack = pd_event("incident.acknowledged").replace(b"2026-11-24T02:47:00.000Z", b"2026-11-24T02:51:00.000Z")
+        h.deliver(ack)
+        h.clock.advance(minutes=6)
+        h.deliver(pd_event("incident.resolved"))
+        summary = h.http.get("/api/metrics/summary?days=3650").get_json()
+        assert summary["by_severity"]["SEV2"]["mtta_seconds"] == 240.0
+        assert summary["by_service"]["checkout"]["resolved"] == 1
+    finally:
+        h.close()
