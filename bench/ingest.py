@@ -29,7 +29,7 @@ from worker.store.tables import Delivery
 from worker.testing.postgres import TemporaryPostgres, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret"
+SECRET = "bench-secret"  # noqa: S105 - a throwaway signing secret for loopback load
 BODY = (ROOT / "tests/fixtures/webhooks/pagerduty/incident.triggered.json").read_bytes()
 WORKERS, THREADS = 2, 16
 
@@ -81,20 +81,40 @@ def main() -> int:
             durable = _measure(_worker_server, work, script, signature, connections, args.seconds, db_url)
             stored = _count(db_url)
             results[connections] = (bare, durable, stored)
-            print(f"\n== {connections} connections, {args.seconds}s each, {WORKERS} gunicorn workers x {THREADS} threads")
-            print(f"bare Flask+HMAC+pydantic : {bare['rps']:8.0f} req/s  p50 {bare['p50']:6.2f} ms  p99 {bare['p99']:6.2f} ms")
-            print(f"durable intake ({_kind(db_url)}) : {durable['rps']:8.0f} req/s  p50 {durable['p50']:6.2f} ms  "
-                  f"p99 {durable['p99']:6.2f} ms")
-            print(f"answered 202: {durable['ok']}  stored: {stored}  lost: {durable['ok'] - stored}  "
-                  f"non-2xx: {durable['errors']}")
+            print(
+                f"\n== {connections} connections, {args.seconds}s each, {WORKERS} gunicorn workers x {THREADS} threads"
+            )
+            print(
+                f"bare Flask+HMAC+pydantic : {bare['rps']:8.0f} req/s  "
+                f"p50 {bare['p50']:6.2f} ms  p99 {bare['p99']:6.2f} ms"
+            )
+            print(
+                f"durable intake ({_kind(db_url)}) : {durable['rps']:8.0f} req/s  p50 {durable['p50']:6.2f} ms  "
+                f"p99 {durable['p99']:6.2f} ms"
+            )
+            print(
+                f"answered 202: {durable['ok']}  stored: {stored}  lost: {durable['ok'] - stored}  "
+                f"non-2xx: {durable['errors']}"
+            )
             print(f"ratio durable/bare: {durable['rps'] / bare['rps']:.2f}")
     finally:
         if postgres is not None:
             postgres.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print("\n" + json.dumps({c: {"bare_rps": round(b["rps"]), "durable_rps": round(d["rps"]),
-                                 "p99_ms": d["p99"], "ratio": round(d["rps"] / b["rps"], 3)}
-                             for c, (b, d, _) in results.items()}))
+    print(
+        "\n"
+        + json.dumps(
+            {
+                c: {
+                    "bare_rps": round(b["rps"]),
+                    "durable_rps": round(d["rps"]),
+                    "p99_ms": d["p99"],
+                    "ratio": round(d["rps"] / b["rps"], 3),
+                }
+                for c, (b, d, _) in results.items()
+            }
+        )
+    )
     return 0
 
 
@@ -104,31 +124,95 @@ def _kind(url: str) -> str:
 
 def _bare_server(port: int, work: Path, database_url: str | None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "BENCH_SECRET": SECRET, "PYTHONPATH": str(ROOT / "bench")}
-    return subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", str(WORKERS),
-                             "-k", "gthread", "--threads", str(THREADS), "--log-level", "warning", "bare_app:app"],
-                            env=env, cwd=work, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            str(WORKERS),
+            "-k",
+            "gthread",
+            "--threads",
+            str(THREADS),
+            "--log-level",
+            "warning",
+            "bare_app:app",
+        ],
+        env=env,
+        cwd=work,
+        start_new_session=True,
+    )
 
 
 def _worker_server(port: int, work: Path, database_url: str | None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "WORKER_DATABASE_URL": database_url or "", "WORKER_PAGERDUTY_WEBHOOK_SECRETS": SECRET,
-           "WORKER_RESOLUTION_HOLD": "0s"}
-    return subprocess.Popen([sys.executable, "-m", "worker.cli", "serve", "--port", str(port), "--workers",
-                             str(WORKERS), "--threads", str(THREADS), "--config", str(ROOT / "config"),
-                             "--playbooks", str(ROOT / "playbooks")],
-                            env=env, cwd=work, start_new_session=True, stdout=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "WORKER_DATABASE_URL": database_url or "",
+        "WORKER_PAGERDUTY_WEBHOOK_SECRETS": SECRET,
+        "WORKER_RESOLUTION_HOLD": "0s",
+    }
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(WORKERS),
+            "--threads",
+            str(THREADS),
+            "--config",
+            str(ROOT / "config"),
+            "--playbooks",
+            str(ROOT / "playbooks"),
+        ],
+        env=env,
+        cwd=work,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
-def _measure(start, work: Path, script: Path, signature: str, connections: int, seconds: int,  # type: ignore[no-untyped-def]
-             database_url: str | None) -> dict[str, float]:
+def _measure(
+    start,
+    work: Path,
+    script: Path,
+    signature: str,
+    connections: int,
+    seconds: int,  # type: ignore[no-untyped-def]
+    database_url: str | None,
+) -> dict[str, float]:
     port = free_port()
     server = start(port, work, database_url)
     try:
         _wait_ready(port)
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-             "-H", "Content-Type: application/json", "-H", f"X-PagerDuty-Signature: {signature}",
-             f"http://127.0.0.1:{port}/webhooks/pagerduty", "--", f"c{connections}-{port}", str(work / "body.json")],
-            capture_output=True, text=True, timeout=seconds + 60, check=True,
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                str(script),
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                f"X-PagerDuty-Signature: {signature}",
+                f"http://127.0.0.1:{port}/webhooks/pagerduty",
+                "--",
+                f"c{connections}-{port}",
+                str(work / "body.json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
         ).stdout
         return _parse(out)
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import CONFIG
+
 from worker.engine.runtime import Runtime
 from worker.http.app import create_app
 from worker.settings import Settings
@@ -20,28 +21,57 @@ from worker.testing.stubs import ManualClock, StubCluster, StubNotes, StubPromet
 PUBLIC = "http://127.0.0.1:9"
 
 
-def pd_event(event_type: str, *, incident_id: str = "PINC1", title: str = "checkout error rate above 5%",
-             priority: str | None = None, urgency: str = "high", assignees: tuple[str, ...] = ("Dana Okafor",),
-             agent: str = "checkout-api (production)") -> bytes:
+def pd_event(
+    event_type: str,
+    *,
+    incident_id: str = "PINC1",
+    title: str = "checkout error rate above 5%",
+    priority: str | None = None,
+    urgency: str = "high",
+    assignees: tuple[str, ...] = ("Dana Okafor",),
+    agent: str = "checkout-api (production)",
+) -> bytes:
     """A PagerDuty V3 webhook body (real format) for a checkout incident."""
-    return json.dumps({"event": {
-        "id": uuid.uuid4().hex, "event_type": event_type, "resource_type": "incident",
-        "occurred_at": "2026-11-24T02:47:00.000Z",
-        "agent": {"id": "PAGENT", "type": "user_reference", "summary": agent},
-        "client": None,
-        "data": {
-            "id": incident_id, "type": "incident", "title": title, "status": "triggered", "urgency": urgency,
-            "html_url": f"https://example.pagerduty.com/incidents/{incident_id}", "incident_key": None,
-            "service": {"id": "PSVC9K2", "type": "service_reference", "summary": "checkout-api (production)"},
-            "assignees": [{"id": f"PU{i}", "type": "user_reference", "summary": a} for i, a in enumerate(assignees)],
-            "priority": {"id": "PPRIO", "type": "priority_reference", "summary": priority} if priority else None,
-        },
-    }}).encode()
+    return json.dumps(
+        {
+            "event": {
+                "id": uuid.uuid4().hex,
+                "event_type": event_type,
+                "resource_type": "incident",
+                "occurred_at": "2026-11-24T02:47:00.000Z",
+                "agent": {"id": "PAGENT", "type": "user_reference", "summary": agent},
+                "client": None,
+                "data": {
+                    "id": incident_id,
+                    "type": "incident",
+                    "title": title,
+                    "status": "triggered",
+                    "urgency": urgency,
+                    "html_url": f"https://example.pagerduty.com/incidents/{incident_id}",
+                    "incident_key": None,
+                    "service": {"id": "PSVC9K2", "type": "service_reference", "summary": "checkout-api (production)"},
+                    "assignees": [
+                        {"id": f"PU{i}", "type": "user_reference", "summary": a} for i, a in enumerate(assignees)
+                    ],
+                    "priority": {"id": "PPRIO", "type": "priority_reference", "summary": priority}
+                    if priority
+                    else None,
+                },
+            }
+        }
+    ).encode()
 
 
 class Harness:
-    def __init__(self, *, database_url: str, tmp_path: Path, playbooks: dict[str, str] | None = None,
-                 config_patch: dict[str, str] | None = None, **settings: Any):
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        tmp_path: Path,
+        playbooks: dict[str, str] | None = None,
+        config_patch: dict[str, str] | None = None,
+        **settings: Any,
+    ):
         config = tmp_path / "config"
         shutil.copytree(CONFIG, config)
         for name, text in (config_patch or {}).items():
@@ -56,17 +86,25 @@ class Harness:
         self.prometheus = StubPrometheus()
         self.statuspage = StubStatuspage()
         settings.setdefault("resolution_hold", timedelta(0))
-        self.settings = Settings.from_env({}, database_url=database_url, config_dir=config, playbooks_dir=book_dir,
-                                          public_url=PUBLIC, **settings)
-        self.runtime = Runtime.build(self.settings, clock=self.clock, clients={
-            "kubernetes": self.cluster, "pagerduty": self.pagerduty, "prometheus": lambda url: self.prometheus,
-            "statuspage": self.statuspage,
-        })
+        self.settings = Settings.from_env(
+            {}, database_url=database_url, config_dir=config, playbooks_dir=book_dir, public_url=PUBLIC, **settings
+        )
+        self.runtime = Runtime.build(
+            self.settings,
+            clock=self.clock,
+            clients={
+                "kubernetes": self.cluster,
+                "pagerduty": self.pagerduty,
+                "prometheus": lambda url: self.prometheus,
+                "statuspage": self.statuspage,
+            },
+        )
         self.http = create_app(self.runtime).test_client()
 
     def deliver(self, body: bytes, source: str = "pagerduty") -> None:
-        self.runtime.writer.store(NewDelivery(source=source, dedup_key=uuid.uuid4().hex, headers={}, body=body,
-                                              received_at=self.clock()))
+        self.runtime.writer.store(
+            NewDelivery(source=source, dedup_key=uuid.uuid4().hex, headers={}, body=body, received_at=self.clock())
+        )
         self.runtime.processor.run_once()
 
     def run(self, times: int = 1) -> None:
@@ -96,8 +134,11 @@ class Harness:
         plan = re.search(r'name="plan_hash" value="([^"]+)"', html)
         if not csrf or not plan:
             return page
-        return self.http.post(f"/approvals/{token}", headers=headers or {}, data={
-            "csrf": csrf.group(1), "plan_hash": plan.group(1), "decision": decision, "confirm": "yes"})
+        return self.http.post(
+            f"/approvals/{token}",
+            headers=headers or {},
+            data={"csrf": csrf.group(1), "plan_hash": plan.group(1), "decision": decision, "confirm": "yes"},
+        )
 
     def incident(self, incident_id: int = 1) -> dict[str, Any]:
         return self.http.get(f"/api/incidents/{incident_id}").get_json()

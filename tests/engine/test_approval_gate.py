@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from harness import Harness, pd_event
+
 from worker.store import timeline
 from worker.store.tables import TimelineEntry
 

@@ -49,8 +49,17 @@ def test_sev1_lifecycle_on_the_status_page_then_the_postmortem(database_url: str
         assert sp.incidents[page_id]["updates"][-1] == "resolved"
         assert sp.calls[-1][1]["components"] == {"checkout-component": "operational"}
         text = h.http.get("/api/incidents/1/postmortem").get_data(as_text=True)
-        for section in ("## Summary", "## Impact", "## Timeline (UTC)", "## Mitigations", "## Approvals",
-                        "## Root cause", "## Contributing factors", "## What went well", "## Action items"):
+        for section in (
+            "## Summary",
+            "## Impact",
+            "## Timeline (UTC)",
+            "## Mitigations",
+            "## Approvals",
+            "## Root cause",
+            "## Contributing factors",
+            "## What went well",
+            "## Action items",
+        ):
             assert section in text
         assert "MTTR (detection to resolution): 3m" in text or "MTTR (detection to resolution):" in text
         assert "Dana Okafor approved rollback" in text and "Sam Reyes approved rollback" in text

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from harness import Harness, pd_event
+
 from worker.engine.executor import Executor
 
 ROLLBACK = """
@@ -55,8 +55,14 @@ def test_a_crash_after_the_call_does_not_repeat_the_mutation(database_url: str, 
         # A new process (another holder) takes over once the dead one's claim expires.
         h.cluster.rollout_undo = real_undo  # type: ignore[method-assign]
         h.clock.advance(minutes=7)  # the dead process's claim covered its whole call budget
-        other = Executor(sessions=h.runtime.sessions, catalog=h.runtime.catalog, settings=h.settings,
-                         clients=h.runtime.clients, holder="restarted", clock=h.clock)
+        other = Executor(
+            sessions=h.runtime.sessions,
+            catalog=h.runtime.catalog,
+            settings=h.settings,
+            clients=h.runtime.clients,
+            holder="restarted",
+            clock=h.clock,
+        )
         other.run_once()
         assert h.steps() == {"rollback": "succeeded"}
         assert h.cluster.mutations == [("rollout_undo", 2)]  # applied exactly once
@@ -89,8 +95,14 @@ steps:
         with pytest.raises(Died):
             h.run()
         h.clock.advance(minutes=7)  # the dead process's claim covered its whole call budget
-        Executor(sessions=h.runtime.sessions, catalog=h.runtime.catalog, settings=h.settings,
-                 clients=h.runtime.clients, holder="restarted", clock=h.clock).run_once()
+        Executor(
+            sessions=h.runtime.sessions,
+            catalog=h.runtime.catalog,
+            settings=h.settings,
+            clients=h.runtime.clients,
+            holder="restarted",
+            clock=h.clock,
+        ).run_once()
         step = h.incident()["runs"][0]["steps"][0]
         assert step["status"] == "failed"
         assert "not safe to repeat" in step["error"]
@@ -115,6 +127,7 @@ def test_two_executors_never_run_two_mutations_of_one_service_at_once(database_u
             finally:
                 with lock:
                     in_flight[0] -= 1
+
         return call
 
     h.cluster.rollout_undo = slow("undo", h.cluster.rollout_undo)  # type: ignore[method-assign]
@@ -124,8 +137,17 @@ def test_two_executors_never_run_two_mutations_of_one_service_at_once(database_u
         h.run()
         runs = h.incident()["runs"]
         assert len(runs) == 2
-        executors = [Executor(sessions=h.runtime.sessions, catalog=h.runtime.catalog, settings=h.settings,
-                              clients=h.runtime.clients, holder=f"proc-{i}", clock=h.clock) for i in range(2)]
+        executors = [
+            Executor(
+                sessions=h.runtime.sessions,
+                catalog=h.runtime.catalog,
+                settings=h.settings,
+                clients=h.runtime.clients,
+                holder=f"proc-{i}",
+                clock=h.clock,
+            )
+            for i in range(2)
+        ]
 
         def spin(executor: Executor) -> None:
             for _ in range(10):

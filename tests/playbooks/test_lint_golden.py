@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CONFIG, FIXTURES, ROOT
 
 CASES = sorted((FIXTURES / "playbooks_invalid").glob("*.yaml"))
@@ -23,7 +22,10 @@ CASES = sorted((FIXTURES / "playbooks_invalid").glob("*.yaml"))
 def lint(*paths: Path, fmt: str = "text") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "worker.cli", "lint", "--config", str(CONFIG), "--format", fmt, *map(str, paths)],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
 
 
@@ -39,8 +41,18 @@ def test_invalid_playbook_reports_positioned_errors(case: Path) -> None:
 
 
 def test_every_required_kind_of_error_has_a_golden_case() -> None:
-    required = {"unknown_action", "missing_field", "bad_duration", "bad_regex", "bad_template", "no_approval",
-                "out_of_scope", "duplicate_key", "syntax_error", "unknown_key"}
+    required = {
+        "unknown_action",
+        "missing_field",
+        "bad_duration",
+        "bad_regex",
+        "bad_template",
+        "no_approval",
+        "out_of_scope",
+        "duplicate_key",
+        "syntax_error",
+        "unknown_key",
+    }
     assert required <= {c.stem for c in CASES}
 
 
@@ -54,6 +66,5 @@ def test_json_format_lists_every_problem() -> None:
     case = FIXTURES / "playbooks_invalid" / "out_of_scope.yaml"
     result = lint(case.relative_to(ROOT), fmt="json")
     problems = json.loads(result.stdout)
-    assert {p["path"] for p in problems} == {"steps[0].with.namespace", "steps[0].with.deployment",
-                                              "steps[1].with.url"}
+    assert {p["path"] for p in problems} == {"steps[0].with.namespace", "steps[0].with.deployment", "steps[1].with.url"}
     assert all(p["line"] > 0 and p["col"] > 0 for p in problems)

@@ -88,7 +88,9 @@ class Action(Generic[P]):
         if name is None:
             return  # an intermediate base class
         if name in Action.registry:
-            raise TypeError(f"action {name!r} is registered twice ({Action.registry[name].__module__}, {cls.__module__})")
+            raise TypeError(
+                f"action {name!r} is registered twice ({Action.registry[name].__module__}, {cls.__module__})"
+            )
         cls.name = name
         cls.params = _params_model(cls)
         if not cls.__doc__:

@@ -14,7 +14,7 @@ class CheckHttpParams(ActionParams):
     url: str = Field(description="URL to GET; its host must be owned by the service.")
     expect_status: int = Field(default=200, ge=100, le=599)
     json_path: str | None = Field(default=None, description="Dotted path into the JSON body, e.g. status.db")
-    condition: str | None = Field(default=None, description="Condition on that value, e.g. == \"ok\" or < 0.01")
+    condition: str | None = Field(default=None, description='Condition on that value, e.g. == "ok" or < 0.01')
 
     @field_validator("condition")
     @classmethod
@@ -41,6 +41,7 @@ class CheckHttp(Action[CheckHttpParams], name="check.http"):
     def run(self, params: CheckHttpParams, ctx: ActionContext, preview: Preview) -> StepResult:
         assert ctx.service is not None
         client = ctx.require_clients().http(scoping.allowed_hosts(ctx.service))
-        result = client.check(params.url, expect_status=params.expect_status, json_path=params.json_path,
-                              json_condition=params.condition)
+        result = client.check(
+            params.url, expect_status=params.expect_status, json_path=params.json_path, json_condition=params.condition
+        )
         return StepResult(ok=result.ok, summary=result.message, output={"observed": str(result.observed)})

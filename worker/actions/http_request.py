@@ -40,16 +40,26 @@ class HttpRequest(Action[HttpRequestParams], name="http.request"):
         return Preview(
             description=self.describe(params),
             target=f"{params.method} {params.url}",
-            details={"method": params.method, "url": params.url, "headers": mask_headers(params.headers),
-                     "json": params.json_body},
+            details={
+                "method": params.method,
+                "url": params.url,
+                "headers": mask_headers(params.headers),
+                "json": params.json_body,
+            },
         )
 
     def run(self, params: HttpRequestParams, ctx: ActionContext, preview: Preview) -> StepResult:
         assert ctx.service is not None
         client = ctx.require_clients().http(scoping.allowed_hosts(ctx.service))
         headers = {"Idempotency-Key": ctx.idempotency_key, **params.headers} if ctx.idempotency_key else params.headers
-        result = client.request(params.method, params.url, headers=headers, json=params.json_body,
-                                expect_status=params.expect_status, secret_values=list(ctx.secret_values))
+        result = client.request(
+            params.method,
+            params.url,
+            headers=headers,
+            json=params.json_body,
+            expect_status=params.expect_status,
+            secret_values=list(ctx.secret_values),
+        )
         return StepResult(summary=f"{params.method} {params.url} -> {result.status}", output={"status": result.status})
 
     def repeatable(self, params: HttpRequestParams) -> bool:

@@ -30,12 +30,13 @@ class RolloutRestart(Action[RolloutRestartParams], name="kubernetes.rollout_rest
 
     def preview(self, params: RolloutRestartParams, ctx: ActionContext) -> Preview:
         state = ctx.require_clients().kubernetes.get_deployment_state(
-            namespace=params.namespace, deployment=params.deployment)
+            namespace=params.namespace, deployment=params.deployment
+        )
         # The timestamp is fixed when planned, so a re-run after a crash sets the same value (no second restart).
         at = ctx.now().replace(microsecond=0)
         return Preview(
             description=f"rolling restart of deployment {params.namespace}/{params.deployment} "
-                        f"({state.replicas} replicas, revision {state.revision})",
+            f"({state.replicas} replicas, revision {state.revision})",
             target=f"deployment {params.namespace}/{params.deployment}",
             details={"replicas": state.replicas, "revision": state.revision},
             state_fingerprint=state.fingerprint,
@@ -44,9 +45,13 @@ class RolloutRestart(Action[RolloutRestartParams], name="kubernetes.rollout_rest
 
     def run(self, params: RolloutRestartParams, ctx: ActionContext, preview: Preview) -> StepResult:
         at = datetime.fromisoformat(preview.resolved_params["restarted_at"])
-        ctx.require_clients().kubernetes.rollout_restart(namespace=params.namespace, deployment=params.deployment, at=at)
-        return StepResult(summary=f"restarted deployment {params.namespace}/{params.deployment}",
-                          output={"restarted_at": at.isoformat()})
+        ctx.require_clients().kubernetes.rollout_restart(
+            namespace=params.namespace, deployment=params.deployment, at=at
+        )
+        return StepResult(
+            summary=f"restarted deployment {params.namespace}/{params.deployment}",
+            output={"restarted_at": at.isoformat()},
+        )
 
     def repeatable(self, params: RolloutRestartParams) -> bool:
         return True

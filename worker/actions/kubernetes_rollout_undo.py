@@ -31,14 +31,21 @@ class RolloutUndo(Action[RolloutUndoParams], name="kubernetes.rollout_undo"):
     def preview(self, params: RolloutUndoParams, ctx: ActionContext) -> Preview:
         # Undo twice flips back: the target revision is fixed here, so running the step again repeats it.
         plan = ctx.require_clients().kubernetes.plan_rollout_undo(
-            namespace=params.namespace, deployment=params.deployment, to_revision=params.to_revision)
+            namespace=params.namespace, deployment=params.deployment, to_revision=params.to_revision
+        )
         images = _images(plan.target_template)
         return Preview(
-            description=(f"roll back deployment {params.namespace}/{params.deployment} from revision "
-                         f"{plan.current_revision} to revision {plan.target_revision} ({', '.join(images)})"),
+            description=(
+                f"roll back deployment {params.namespace}/{params.deployment} from revision "
+                f"{plan.current_revision} to revision {plan.target_revision} ({', '.join(images)})"
+            ),
             target=f"deployment {params.namespace}/{params.deployment}",
-            details={"current_revision": plan.current_revision, "target_revision": plan.target_revision,
-                     "target_images": images, "current_images": _images(plan.current_template)},
+            details={
+                "current_revision": plan.current_revision,
+                "target_revision": plan.target_revision,
+                "target_images": images,
+                "current_images": _images(plan.current_template),
+            },
             state_fingerprint=plan.state_fingerprint,
             resolved_params={"to_revision": plan.target_revision},
             noop=plan.noop,
@@ -47,10 +54,13 @@ class RolloutUndo(Action[RolloutUndoParams], name="kubernetes.rollout_undo"):
     def run(self, params: RolloutUndoParams, ctx: ActionContext, preview: Preview) -> StepResult:
         revision = preview.resolved_params.get("to_revision", params.to_revision)
         result = ctx.require_clients().kubernetes.rollout_undo(
-            namespace=params.namespace, deployment=params.deployment, to_revision=revision)
+            namespace=params.namespace, deployment=params.deployment, to_revision=revision
+        )
         verb = "already at" if result.skipped else "rolled back to"
-        return StepResult(summary=f"deployment {params.namespace}/{params.deployment} {verb} revision {revision}",
-                          output={"revision": revision, "skipped": result.skipped})
+        return StepResult(
+            summary=f"deployment {params.namespace}/{params.deployment} {verb} revision {revision}",
+            output={"revision": revision, "skipped": result.skipped},
+        )
 
     def repeatable(self, params: RolloutUndoParams) -> bool:
         return True  # with the revision fixed at plan time, a second undo is kubectl's "skipped rollback"

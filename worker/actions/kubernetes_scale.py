@@ -29,10 +29,11 @@ class Scale(Action[ScaleParams], name="kubernetes.scale"):
 
     def preview(self, params: ScaleParams, ctx: ActionContext) -> Preview:
         state = ctx.require_clients().kubernetes.get_deployment_state(
-            namespace=params.namespace, deployment=params.deployment)
+            namespace=params.namespace, deployment=params.deployment
+        )
         return Preview(
             description=f"scale deployment {params.namespace}/{params.deployment} "
-                        f"from {state.replicas} to {params.replicas} replicas",
+            f"from {state.replicas} to {params.replicas} replicas",
             target=f"deployment {params.namespace}/{params.deployment}",
             details={"from": state.replicas, "to": params.replicas},
             state_fingerprint=state.fingerprint,
@@ -40,8 +41,9 @@ class Scale(Action[ScaleParams], name="kubernetes.scale"):
         )
 
     def run(self, params: ScaleParams, ctx: ActionContext, preview: Preview) -> StepResult:
-        ctx.require_clients().kubernetes.scale(namespace=params.namespace, deployment=params.deployment,
-                                               replicas=params.replicas)
+        ctx.require_clients().kubernetes.scale(
+            namespace=params.namespace, deployment=params.deployment, replicas=params.replicas
+        )
         return StepResult(summary=f"scaled {params.namespace}/{params.deployment} to {params.replicas}")
 
     def repeatable(self, params: ScaleParams) -> bool:

@@ -38,14 +38,21 @@ class Failover(Action[FailoverParams], name="route53.failover"):
 
     def preview(self, params: FailoverParams, ctx: ActionContext) -> Preview:
         plan = ctx.require_clients().route53.plan_failover(
-            hosted_zone_id=params.hosted_zone_id, record_name=params.record_name,
-            record_type=params.record_type, to=params.to)
+            hosted_zone_id=params.hosted_zone_id,
+            record_name=params.record_name,
+            record_type=params.record_type,
+            to=params.to,
+        )
         return _preview(plan, params.record_name)
 
     def run(self, params: FailoverParams, ctx: ActionContext, preview: Preview) -> StepResult:
         route53 = ctx.require_clients().route53
-        plan = route53.plan_failover(hosted_zone_id=params.hosted_zone_id, record_name=params.record_name,
-                                     record_type=params.record_type, to=params.to)
+        plan = route53.plan_failover(
+            hosted_zone_id=params.hosted_zone_id,
+            record_name=params.record_name,
+            record_type=params.record_type,
+            to=params.to,
+        )
         return _apply(route53, plan, ctx, timeout=params.wait_timeout)
 
     def repeatable(self, params: FailoverParams) -> bool:

@@ -36,14 +36,21 @@ class SetWeights(Action[SetWeightsParams], name="route53.set_weights"):
 
     def preview(self, params: SetWeightsParams, ctx: ActionContext) -> Preview:
         plan = ctx.require_clients().route53.plan_set_weights(
-            hosted_zone_id=params.hosted_zone_id, record_name=params.record_name,
-            record_type=params.record_type, weights=params.weights)
+            hosted_zone_id=params.hosted_zone_id,
+            record_name=params.record_name,
+            record_type=params.record_type,
+            weights=params.weights,
+        )
         return _preview(plan, params.record_name)
 
     def run(self, params: SetWeightsParams, ctx: ActionContext, preview: Preview) -> StepResult:
         route53 = ctx.require_clients().route53
-        plan = route53.plan_set_weights(hosted_zone_id=params.hosted_zone_id, record_name=params.record_name,
-                                        record_type=params.record_type, weights=params.weights)
+        plan = route53.plan_set_weights(
+            hosted_zone_id=params.hosted_zone_id,
+            record_name=params.record_name,
+            record_type=params.record_type,
+            weights=params.weights,
+        )
         return _apply(route53, plan, ctx, timeout=params.wait_timeout)
 
     def repeatable(self, params: SetWeightsParams) -> bool:
@@ -51,15 +58,23 @@ class SetWeights(Action[SetWeightsParams], name="route53.set_weights"):
 
 
 def _preview(plan, record_name: str) -> Preview:  # type: ignore[no-untyped-def]
-    return Preview(description=plan.describe(), target=f"Route53 {record_name}",
-                   details={"change_batch": plan.change_batch}, state_fingerprint=plan.state_fingerprint,
-                   noop=plan.noop)
+    return Preview(
+        description=plan.describe(),
+        target=f"Route53 {record_name}",
+        details={"change_batch": plan.change_batch},
+        state_fingerprint=plan.state_fingerprint,
+        noop=plan.noop,
+    )
 
 
 def _apply(route53, plan, ctx: ActionContext, *, timeout: int) -> StepResult:  # type: ignore[no-untyped-def]
-    applied = route53.apply(plan, comment=f"incident-worker {ctx.idempotency_key}", idempotency_token=ctx.idempotency_key)
+    applied = route53.apply(
+        plan, comment=f"incident-worker {ctx.idempotency_key}", idempotency_token=ctx.idempotency_key
+    )
     change_id = getattr(applied, "change_id", None)
     if change_id:
         route53.wait_insync(change_id, timeout=float(timeout), sleep=ctx.sleep)
-    return StepResult(summary=f"{plan.describe()} ({'already in place' if not change_id else 'INSYNC'})",
-                      output={"change_id": change_id})
+    return StepResult(
+        summary=f"{plan.describe()} ({'already in place' if not change_id else 'INSYNC'})",
+        output={"change_id": change_id},
+    )

@@ -35,10 +35,19 @@ class StatuspageUpdate(Action[StatuspageUpdateParams], name="statuspage.update")
         components = {component: params.component_status} if params.component_status else {}
         page_incident = ctx.incident.get("statuspage_incident_id")
         if page_incident:
-            result = client.update_incident(page_incident, status=params.status, body=params.body,
-                                            components=components or None, component_ids=[component])
+            result = client.update_incident(
+                page_incident,
+                status=params.status,
+                body=params.body,
+                components=components or None,
+                component_ids=[component],
+            )
         else:
-            result = client.create_incident(name=f"{ctx.incident.get('service', 'service')} incident",
-                                            status=params.status, body=params.body, component_ids=[component],
-                                            components=components)
+            result = client.create_incident(
+                name=f"{ctx.incident.get('service', 'service')} incident",
+                status=params.status,
+                body=params.body,
+                component_ids=[component],
+                components=components,
+            )
         return StepResult(summary=f"Statuspage {params.status}", output={"statuspage_incident_id": str(result.id)})

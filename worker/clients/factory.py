@@ -48,9 +48,14 @@ class Clients:
             from worker.clients.pagerduty import PagerDutyClient
 
             if self.settings.pagerduty_api_token is None or not self.settings.pagerduty_from:
-                raise PermanentError("PagerDuty API not configured: set WORKER_PAGERDUTY_API_TOKEN and WORKER_PAGERDUTY_FROM")
-            return PagerDutyClient(api_token=self.settings.pagerduty_api_token, from_email=self.settings.pagerduty_from,
-                                   api_url=self.settings.pagerduty_api_url)
+                raise PermanentError(
+                    "PagerDuty API not configured: set WORKER_PAGERDUTY_API_TOKEN and WORKER_PAGERDUTY_FROM"
+                )
+            return PagerDutyClient(
+                api_token=self.settings.pagerduty_api_token,
+                from_email=self.settings.pagerduty_from,
+                api_url=self.settings.pagerduty_api_url,
+            )
 
         return self._get("pagerduty", build)
 
@@ -71,9 +76,14 @@ class Clients:
             from worker.clients.statuspage import StatuspageClient
 
             if self.settings.statuspage_api_key is None or not self.settings.statuspage_page_id:
-                raise PermanentError("Statuspage not configured: set WORKER_STATUSPAGE_API_KEY and WORKER_STATUSPAGE_PAGE_ID")
-            return StatuspageClient(api_url=self.settings.statuspage_api_url, page_id=self.settings.statuspage_page_id,
-                                    api_key=self.settings.statuspage_api_key)
+                raise PermanentError(
+                    "Statuspage not configured: set WORKER_STATUSPAGE_API_KEY and WORKER_STATUSPAGE_PAGE_ID"
+                )
+            return StatuspageClient(
+                api_url=self.settings.statuspage_api_url,
+                page_id=self.settings.statuspage_page_id,
+                api_key=self.settings.statuspage_api_key,
+            )
 
         return self._get("statuspage", build)
 

@@ -126,7 +126,9 @@ class OpsgenieClient:
 
     def _translate(self, exc: BaseException, what: str) -> ActionError:
         status = getattr(exc, "status", None)
-        if isinstance(exc, urllib3.exceptions.TimeoutError):
+        # NewConnectionError subclasses ConnectTimeoutError in urllib3 2, yet it is a refusal, not a timeout.
+        if isinstance(exc, urllib3.exceptions.TimeoutError) and \
+                not isinstance(exc, urllib3.exceptions.NewConnectionError):
             return TransientError(f"Opsgenie {what}: no answer within {self.timeout:g}s ({type(exc).__name__})")
         if isinstance(exc, urllib3.exceptions.HTTPError):
             return TransientError(self._redact(f"Opsgenie {what}: could not reach {self.api_url} "

@@ -6,7 +6,7 @@ import logging
 import math
 import ssl
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -146,8 +146,8 @@ class PagerDutyClient:
         """Add a note to an incident (POST /incidents/{id}/notes); returns the new note's id."""
         if not content.strip():
             raise PermanentError("PagerDuty note content is empty")
-        body = self._call("POST", f"/incidents/{_segment(incident_id)}/notes", what=f"add a note to incident {incident_id}",
-                          json={"note": {"content": content}})
+        body = self._call("POST", f"/incidents/{_segment(incident_id)}/notes",
+                          what=f"add a note to incident {incident_id}", json={"note": {"content": content}})
         return _parse(_NoteEnvelope, body, what="the note answer").note.id
 
     def get_assignees(self, incident_id: str) -> list[Person]:
@@ -217,9 +217,13 @@ class PagerDutyClient:
 
 
 def _raise_for_status(response: httpx2.Response) -> None:
-    if not response.is_success:
-        response.read()  # event hooks run before the body is read; the error message lives in it
-        response.raise_for_status()
+    # Event hooks run before the body is read, and the error message lives in it.
+    response.read()
+    if getattr(response.stream, "elapsed", None) is None and response.is_closed:
+        # A MockTransport response built from content was read and closed before httpx2 started its timer,
+        # so it never gets an `elapsed`, which the SDK reads for its metrics; real responses always have one.
+        response.elapsed = timedelta(0)
+    response.raise_for_status()
 
 
 def _segment(value: str) -> str:

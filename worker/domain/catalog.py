@@ -193,8 +193,10 @@ ComponentStatus = Literal["operational", "degraded_performance", "partial_outage
 class StatuspagePolicy(_Model):
     public_severities: list[Severity] = [Severity.SEV1, Severity.SEV2]
     component_status: dict[Severity, ComponentStatus] = {
-        Severity.SEV1: "major_outage", Severity.SEV2: "partial_outage",
-        Severity.SEV3: "degraded_performance", Severity.SEV4: "degraded_performance",
+        Severity.SEV1: "major_outage",
+        Severity.SEV2: "partial_outage",
+        Severity.SEV3: "degraded_performance",
+        Severity.SEV4: "degraded_performance",
     }
     names: dict[str, str] = Field(default={}, description="Customer-facing names of services.")
     templates: dict[
@@ -215,7 +217,9 @@ class CommunicationsPolicy(_Model):
 
     statuspage: StatuspagePolicy = StatuspagePolicy()
     cadence: dict[Severity, Duration] = {
-        Severity.SEV1: timedelta(minutes=30), Severity.SEV2: timedelta(minutes=60), Severity.SEV3: timedelta(hours=2),
+        Severity.SEV1: timedelta(minutes=30),
+        Severity.SEV2: timedelta(minutes=60),
+        Severity.SEV3: timedelta(hours=2),
     }
     escalation: EscalationPolicy = EscalationPolicy()
 

@@ -36,7 +36,10 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(_coerce),
     PlainSerializer(lambda value: value.total_seconds(), return_type=float, when_used="json"),
-    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
-                              {"type": "number", "minimum": 0}],
-                    "description": "A duration such as 90s, 5m, 2h or 1h30m (a bare number is seconds)."}),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"}, {"type": "number", "minimum": 0}],
+            "description": "A duration such as 90s, 5m, 2h or 1h30m (a bare number is seconds).",
+        }
+    ),
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -29,8 +29,14 @@ def token_hash(token: str) -> str:
 
 def plan_hash(*, incident_id: int, run_id: int, step: RunStep, preview: dict[str, Any]) -> str:
     """What an approval is bound to: incident, run, step, the exact params and the previewed target state."""
-    material = {"incident": incident_id, "run": run_id, "step": step.step_id, "action": step.action,
-                "params": step.params, "preview": preview}
+    material = {
+        "incident": incident_id,
+        "run": run_id,
+        "step": step.step_id,
+        "action": step.action,
+        "params": step.params,
+        "preview": preview,
+    }
     return hashlib.sha256(repr(sorted(_flatten(material))).encode()).hexdigest()
 
 
@@ -56,8 +62,10 @@ def allowed_approvers(*, service: Service, assignees: list[str], backup: bool = 
         people = [Approver(p.name, p.email, "backup approver") for p in service.backup_approvers]
     else:
         if service.approvers_include_assignee:
-            people += [Approver(_name(name, service.approvers), _email(name, service.approvers), "incident commander")
-                       for name in assignees]
+            people += [
+                Approver(_name(name, service.approvers), _email(name, service.approvers), "incident commander")
+                for name in assignees
+            ]
         people += [Approver(p.name, p.email, "service approver") for p in service.approvers]
     unique: dict[str, Approver] = {}
     for person in people:
@@ -79,18 +87,34 @@ class IssuedLink:
     token: str  # shown once, in the note; never stored
 
 
-def open_gate(session: Session, *, step: RunStep, approvers: list[Approver], policy: ApprovalPolicy, plan: str,
-              now: datetime, round_: int = 1) -> list[IssuedLink]:
+def open_gate(
+    session: Session,
+    *,
+    step: RunStep,
+    approvers: list[Approver],
+    policy: ApprovalPolicy,
+    plan: str,
+    now: datetime,
+    round_: int = 1,
+) -> list[IssuedLink]:
     """Create one single-use link per approver (or one shared link in proxy-identity mode)."""
     expires = now + policy.link_ttl
     holders = approvers if policy.identity == "links" else [Approver("*", None, "any allowed approver")]
     links = []
     for approver in holders:
         token = secrets.token_urlsafe(32)
-        session.add(ApprovalRequest(
-            step_id=step.id, token_hash=token_hash(token), approver=approver.name, approver_email=approver.email,
-            plan_hash=plan, round=round_, created_at=now, expires_at=expires,
-        ))
+        session.add(
+            ApprovalRequest(
+                step_id=step.id,
+                token_hash=token_hash(token),
+                approver=approver.name,
+                approver_email=approver.email,
+                plan_hash=plan,
+                round=round_,
+                created_at=now,
+                expires_at=expires,
+            )
+        )
         links.append(IssuedLink(approver, token))
     step.plan_hash = plan
     step.status = "awaiting_approval"
@@ -98,8 +122,9 @@ def open_gate(session: Session, *, step: RunStep, approvers: list[Approver], pol
     return links
 
 
-def void_open_requests(session: Session, *, step: RunStep, now: datetime, reason: str,
-                       include_decided: bool = False) -> int:
+def void_open_requests(
+    session: Session, *, step: RunStep, now: datetime, reason: str, include_decided: bool = False
+) -> int:
     """Void the step's open links (and, when the plan changed, the decisions already given)."""
     count = 0
     for request in step.approvals:
@@ -145,7 +170,9 @@ def lookup(session: Session, *, token: str, now: datetime) -> GateView:
     if request.used_at is not None:
         raise DecisionRefused(409, f"This link was already used ({request.decision} by {request.decided_by}).")
     if request.voided_at is not None:
-        raise DecisionRefused(410, f"This approval is void: {request.void_reason}. A new request has been or will be sent.")
+        raise DecisionRefused(
+            410, f"This approval is void: {request.void_reason}. A new request has been or will be sent."
+        )
     if as_utc(request.expires_at) <= now:
         raise DecisionRefused(410, "This approval link has expired.")
     if incident.status == "resolved":
@@ -155,18 +182,32 @@ def lookup(session: Session, *, token: str, now: datetime) -> GateView:
     return view
 
 
-def decide(session: Session, *, view: GateView, decision: str, identity: str, address: str | None,
-           allowed: list[Approver], now: datetime) -> str:
+def decide(
+    session: Session,
+    *,
+    view: GateView,
+    decision: str,
+    identity: str,
+    address: str | None,
+    allowed: list[Approver],
+    now: datetime,
+) -> str:
     """Record one decision exactly once; returns the step's resulting status."""
     request, step, run = view.request, view.step, view.run
     if decision not in {"approve", "deny"}:
         raise DecisionRefused(400, "decision must be approve or deny")
     names = {a.name.lower() for a in allowed} | {(a.email or "").lower() for a in allowed if a.email}
     if identity.lower() not in names:
-        raise DecisionRefused(403, f"{identity} is not allowed to approve this step (allowed: "
-                                   f"{', '.join(a.name for a in allowed) or 'nobody'}).")
-    earlier = [r for r in step.approvals if r.used_at is not None and r.decided_by
-               and r.decided_by.lower() == identity.lower() and r.voided_at is None]
+        raise DecisionRefused(
+            403,
+            f"{identity} is not allowed to approve this step (allowed: "
+            f"{', '.join(a.name for a in allowed) or 'nobody'}).",
+        )
+    earlier = [
+        r
+        for r in step.approvals
+        if r.used_at is not None and r.decided_by and r.decided_by.lower() == identity.lower() and r.voided_at is None
+    ]
     if earlier:
         raise DecisionRefused(409, f"{identity} has already decided on this step.")
     request.used_at = now
@@ -174,25 +215,41 @@ def decide(session: Session, *, view: GateView, decision: str, identity: str, ad
     request.decision = decision
     request.decided_by = identity
     request.decided_from = address
-    timeline.append(session, incident_id=run.incident_id, at=now, kind=TimelineKind.APPROVAL,
-                    message=f"{identity} {'approved' if decision == 'approve' else 'denied'} step {step.step_id} "
-                            f"of {run.playbook} (run #{run.id}) from {address or 'unknown address'}; "
-                            f"plan {request.plan_hash[:12]}",
-                    data={"run": run.id, "step": step.step_id, "decision": decision, "by": identity,
-                          "from": address, "plan_hash": request.plan_hash})
+    timeline.append(
+        session,
+        incident_id=run.incident_id,
+        at=now,
+        kind=TimelineKind.APPROVAL,
+        message=f"{identity} {'approved' if decision == 'approve' else 'denied'} step {step.step_id} "
+        f"of {run.playbook} (run #{run.id}) from {address or 'unknown address'}; "
+        f"plan {request.plan_hash[:12]}",
+        data={
+            "run": run.id,
+            "step": step.step_id,
+            "decision": decision,
+            "by": identity,
+            "from": address,
+            "plan_hash": request.plan_hash,
+        },
+    )
     if decision == "deny":
         step.status = "denied"
         void_open_requests(session, step=step, now=now, reason=f"denied by {identity}")
         return step.status
-    approvers = {r.decided_by.lower() for r in step.approvals
-                 if r.decision == "approve" and r.voided_at is None and r.decided_by}
+    approvers = {
+        r.decided_by.lower() for r in step.approvals if r.decision == "approve" and r.voided_at is None and r.decided_by
+    }
     others = approvers - {(run.triggered_by or "").lower()}
     if len(approvers) >= step.approvals_required and others:
         step.status = "approved"
         void_open_requests(session, step=step, now=now, reason="quorum reached")
-        timeline.append(session, incident_id=run.incident_id, at=now, kind=TimelineKind.APPROVAL,
-                        message=f"step {step.step_id} approved ({len(approvers)} of {step.approvals_required} "
-                                f"approvals)")
+        timeline.append(
+            session,
+            incident_id=run.incident_id,
+            at=now,
+            kind=TimelineKind.APPROVAL,
+            message=f"step {step.step_id} approved ({len(approvers)} of {step.approvals_required} approvals)",
+        )
     return step.status
 
 
@@ -204,5 +261,3 @@ def expired(step: RunStep, *, now: datetime) -> bool:
 
 def current_round(step: RunStep) -> int:
     return max((r.round for r in step.approvals), default=0)
-
-

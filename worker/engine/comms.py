@@ -56,11 +56,23 @@ class Communications:
         if not started:
             self.on_declared(session, incident, now)
         elif self._public(incident):
-            self._queue(session, incident, self._last_status(session, incident), now, reason="severity changed",
-                        only_components=True)
+            self._queue(
+                session,
+                incident,
+                self._last_status(session, incident),
+                now,
+                reason="severity changed",
+                only_components=True,
+            )
         elif self._last_status(session, incident) != "resolved":
-            self._queue(session, incident, "resolved", now, reason="downgraded below the public threshold",
-                        template="downgraded")
+            self._queue(
+                session,
+                incident,
+                "resolved",
+                now,
+                reason="downgraded below the public threshold",
+                template="downgraded",
+            )
 
     def on_identified(self, session: Session, incident: Incident, now: datetime) -> None:
         self._advance(session, incident, "identified", now, reason="mitigation approved")
@@ -78,18 +90,34 @@ class Communications:
         if ORDER[status] > ORDER.get(last, -1):  # statuses only move forward: idempotent and ordered
             self._queue(session, incident, status, now, reason=reason)
 
-    def _queue(self, session: Session, incident: Incident, status: str, now: datetime, *, reason: str,
-               template: str | None = None, only_components: bool = False) -> StatusUpdate | None:
+    def _queue(
+        self,
+        session: Session,
+        incident: Incident,
+        status: str,
+        now: datetime,
+        *,
+        reason: str,
+        template: str | None = None,
+        only_components: bool = False,
+    ) -> StatusUpdate | None:
         service = self.catalog.services.get(incident.service)
         if service is None or not service.statuspage_component:
             return None
         policy = self.catalog.communications.statuspage
-        component = "operational" if status == "resolved" and template is None else \
-            policy.component_status.get(Severity(incident.severity), "degraded_performance")
+        component = (
+            "operational"
+            if status == "resolved" and template is None
+            else policy.component_status.get(Severity(incident.severity), "degraded_performance")
+        )
         cadence = self.catalog.communications.cadence.get(Severity(incident.severity), timedelta(hours=1))
         context = {
-            "incident": {"title": incident.title, "service": incident.service, "severity": incident.severity,
-                         "status": incident.status},
+            "incident": {
+                "title": incident.title,
+                "service": incident.service,
+                "severity": incident.severity,
+                "status": incident.status,
+            },
             "service_name": policy.names.get(incident.service, incident.service.title()),
             "next_update": (now + cadence).strftime("%H:%M UTC"),
         }
@@ -101,29 +129,59 @@ class Communications:
         except TemplateProblem as exc:
             body, name = f"We are working on an issue with {context['service_name']}.", incident.service
             log.warning("status page template failed: %s", exc.message)
-        seq = (session.execute(select(func.max(StatusUpdate.seq)).where(StatusUpdate.incident_id == incident.id))
-               .scalar_one() or 0) + 1
-        update = StatusUpdate(incident_id=incident.id, seq=seq, status=status, body=body, name=name[:255],
-                              components={service.statuspage_component: component}, reason=reason,
-                              state="pending", attempts=0, created_at=now)
+        seq = (
+            session.execute(
+                select(func.max(StatusUpdate.seq)).where(StatusUpdate.incident_id == incident.id)
+            ).scalar_one()
+            or 0
+        ) + 1
+        update = StatusUpdate(
+            incident_id=incident.id,
+            seq=seq,
+            status=status,
+            body=body,
+            name=name[:255],
+            components={service.statuspage_component: component},
+            reason=reason,
+            state="pending",
+            attempts=0,
+            created_at=now,
+        )
         session.add(update)
         incident.last_update_at = now
-        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.COMMS,
-                        message=f"status page update queued: {status}, component {component} ({reason})",
-                        data={"seq": seq, "status": status, "component": component})
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=now,
+            kind=TimelineKind.COMMS,
+            message=f"status page update queued: {status}, component {component} ({reason})",
+            data={"seq": seq, "status": status, "component": component},
+        )
         return update
 
     def _public(self, incident: Incident) -> bool:
-        return incident.declared and Severity(incident.severity) in self.catalog.communications.statuspage.public_severities
+        return (
+            incident.declared
+            and Severity(incident.severity) in self.catalog.communications.statuspage.public_severities
+        )
 
     @staticmethod
     def _has_updates(session: Session, incident: Incident) -> bool:
-        return session.execute(select(StatusUpdate.id).where(StatusUpdate.incident_id == incident.id)).first() is not None
+        return (
+            session.execute(select(StatusUpdate.id).where(StatusUpdate.incident_id == incident.id)).first() is not None
+        )
 
     @staticmethod
     def _last_status(session: Session, incident: Incident) -> str:
-        return session.execute(select(StatusUpdate.status).where(StatusUpdate.incident_id == incident.id)
-                               .order_by(StatusUpdate.seq.desc()).limit(1)).scalar_one_or_none() or ""
+        return (
+            session.execute(
+                select(StatusUpdate.status)
+                .where(StatusUpdate.incident_id == incident.id)
+                .order_by(StatusUpdate.seq.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            or ""
+        )
 
 
 @dataclass
@@ -145,29 +203,37 @@ class StatusDeliverer:
                 return 0
             heads = session.execute(
                 select(StatusUpdate.incident_id, func.min(StatusUpdate.seq))
-                .where(StatusUpdate.state == "pending").group_by(StatusUpdate.incident_id)
+                .where(StatusUpdate.state == "pending")
+                .group_by(StatusUpdate.incident_id)
             ).all()
         sent = 0
         for incident_id, seq in heads:
             while seq is not None and self._send(incident_id, seq):
                 sent += 1
                 with self.sessions() as session:
-                    seq = session.execute(select(func.min(StatusUpdate.seq)).where(
-                        StatusUpdate.incident_id == incident_id, StatusUpdate.state == "pending")).scalar_one()
+                    seq = session.execute(
+                        select(func.min(StatusUpdate.seq)).where(
+                            StatusUpdate.incident_id == incident_id, StatusUpdate.state == "pending"
+                        )
+                    ).scalar_one()
         return sent
 
     def _send(self, incident_id: int, seq: int) -> bool:
         now = self.clock()
         with self.sessions() as session:
-            update = session.execute(select(StatusUpdate).where(StatusUpdate.incident_id == incident_id,
-                                                                StatusUpdate.seq == seq)).scalar_one()
+            update = session.execute(
+                select(StatusUpdate).where(StatusUpdate.incident_id == incident_id, StatusUpdate.seq == seq)
+            ).scalar_one()
             incident = session.get(Incident, incident_id)
             assert incident is not None
             if update.next_attempt_at is not None and as_utc(update.next_attempt_at) > now:
                 return False
             page_incident = incident.statuspage_incident_id
-            payload = {"status": update.status, "components": dict(update.components),
-                       "component_ids": list(update.components)}
+            payload = {
+                "status": update.status,
+                "components": dict(update.components),
+                "component_ids": list(update.components),
+            }
             body, name = update.body, update.name
         client = self.clients.statuspage
         error: ActionError | None = None
@@ -182,8 +248,9 @@ class StatusDeliverer:
         except ActionError as exc:
             error = exc
         with self.sessions.begin() as session:
-            update = session.execute(select(StatusUpdate).where(StatusUpdate.incident_id == incident_id,
-                                                                StatusUpdate.seq == seq)).scalar_one()
+            update = session.execute(
+                select(StatusUpdate).where(StatusUpdate.incident_id == incident_id, StatusUpdate.seq == seq)
+            ).scalar_one()
             incident = session.get(Incident, incident_id)
             assert incident is not None
             update.attempts += 1
@@ -193,8 +260,13 @@ class StatusDeliverer:
                 update.last_error = None
                 if created_id:
                     incident.statuspage_incident_id = created_id
-                timeline.append(session, incident_id=incident_id, at=now, kind=TimelineKind.COMMS,
-                                message=f"status page updated: {update.status} ({update.reason})")
+                timeline.append(
+                    session,
+                    incident_id=incident_id,
+                    at=now,
+                    kind=TimelineKind.COMMS,
+                    message=f"status page updated: {update.status} ({update.reason})",
+                )
                 return True
             update.last_error = str(error)[:2000]
             if isinstance(error, TransientError):
@@ -202,23 +274,42 @@ class StatusDeliverer:
                 update.next_attempt_at = now + timedelta(seconds=min(wait, 600))
             elif isinstance(error, PermanentError):
                 update.state = "failed"
-                timeline.append(session, incident_id=incident_id, at=now, kind=TimelineKind.COMMS,
-                                message=f"status page update {update.status} refused: {error}")
+                timeline.append(
+                    session,
+                    incident_id=incident_id,
+                    at=now,
+                    kind=TimelineKind.COMMS,
+                    message=f"status page update {update.status} refused: {error}",
+                )
             return False
 
     @staticmethod
-    def _find_or_create(client: Any, *, incident_id: int, name: str, body: str, status: str,
-                        components: dict[str, str], component_ids: list[str]) -> str:
+    def _find_or_create(
+        client: Any,
+        *,
+        incident_id: int,
+        name: str,
+        body: str,
+        status: str,
+        components: dict[str, str],
+        component_ids: list[str],
+    ) -> str:
         # After a crash between create and commit, the page already has our incident: find it by metadata.
         for existing in client.list_unresolved():
             meta = getattr(existing, "metadata", None) or {}
             if (meta.get("incident_worker") or {}).get("incident_id") == str(incident_id):
-                client.update_incident(existing.id, status=status, body=body, components=components,
-                                       component_ids=component_ids)
+                client.update_incident(
+                    existing.id, status=status, body=body, components=components, component_ids=component_ids
+                )
                 return str(existing.id)
-        created = client.create_incident(name=name, status=status, body=body, component_ids=component_ids,
-                                         components=components,
-                                         metadata={"incident_worker": {"incident_id": str(incident_id)}})
+        created = client.create_incident(
+            name=name,
+            status=status,
+            body=body,
+            component_ids=component_ids,
+            components=components,
+            metadata={"incident_worker": {"incident_id": str(incident_id)}},
+        )
         return str(created.id)
 
 
@@ -246,12 +337,19 @@ class Cadence:
         last = incident.last_update_at or incident.declared_at
         if cadence is None or last is None or now - as_utc(last) < cadence:
             return
-        text = (f"incident-worker: no stakeholder update for {incident.severity} incident #{incident.id} in "
-                f"{cadence}; post an update (time, status, impact, what we know, next update).")
+        text = (
+            f"incident-worker: no stakeholder update for {incident.severity} incident #{incident.id} in "
+            f"{cadence}; post an update (time, status, impact, what we know, next update)."
+        )
         done, _ = post_note(self.clients, incident=incident_snapshot(incident), text=text)
         incident.last_update_at = now
-        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.COMMS,
-                        message=f"update reminder ({cadence} cadence)" + (f" posted to {', '.join(done)}" if done else ""))
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=now,
+            kind=TimelineKind.COMMS,
+            message=f"update reminder ({cadence} cadence)" + (f" posted to {', '.join(done)}" if done else ""),
+        )
         if self.catalog.communications.statuspage.post_still_investigating and incident.status != "mitigated":
             self.comms._queue(session, incident, "investigating", now, reason="cadence", template="still_investigating")
 
@@ -264,14 +362,17 @@ class Cadence:
         if now - as_utc(incident.declared_at) < policy.no_progress_after:
             return
         progressed = session.execute(
-            select(RunStep.id).join(Run).where(Run.incident_id == incident.id, RunStep.status == "succeeded",
-                                               RunStep.mutating.is_(True))
+            select(RunStep.id)
+            .join(Run)
+            .where(Run.incident_id == incident.id, RunStep.status == "succeeded", RunStep.mutating.is_(True))
         ).first()
         if progressed:
             return
         incident.escalated_at = now
-        text = (f"incident-worker: {incident.severity} incident #{incident.id} has made no mitigation progress for "
-                f"{policy.no_progress_after}; escalating.")
+        text = (
+            f"incident-worker: {incident.severity} incident #{incident.id} has made no mitigation progress for "
+            f"{policy.no_progress_after}; escalating."
+        )
         done, _ = post_note(self.clients, incident=incident_snapshot(incident), text=text)
         pd_id = incident_snapshot(incident).get("pagerduty_incident_id")
         if policy.pagerduty_escalate_to_level and pd_id and self.clients.has("pagerduty"):
@@ -280,6 +381,11 @@ class Cadence:
                 done.append(f"PagerDuty escalation level {policy.pagerduty_escalate_to_level}")
             except ActionError as exc:
                 done.append(f"PagerDuty escalate failed: {exc}")
-        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.ESCALATED,
-                        message=f"escalation: no mitigation progress for {policy.no_progress_after}"
-                                + (f" ({'; '.join(done)})" if done else ""))
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=now,
+            kind=TimelineKind.ESCALATED,
+            message=f"escalation: no mitigation progress for {policy.no_progress_after}"
+            + (f" ({'; '.join(done)})" if done else ""),
+        )

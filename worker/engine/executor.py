@@ -60,10 +60,13 @@ class Executor:
         """Advance every runnable run as far as it can go now; returns transitions made."""
         now = self.clock()
         with self.sessions.begin() as session:
-            ids = list(session.execute(
-                select(Run.id).where(Run.status.in_(ACTIVE), or_(Run.wake_at.is_(None), Run.wake_at <= now))
-                .order_by(Run.id)
-            ).scalars())
+            ids = list(
+                session.execute(
+                    select(Run.id)
+                    .where(Run.status.in_(ACTIVE), or_(Run.wake_at.is_(None), Run.wake_at <= now))
+                    .order_by(Run.id)
+                ).scalars()
+            )
         moved = 0
         for run_id in ids:
             if not self._claim(run_id):
@@ -81,16 +84,23 @@ class Executor:
         now = self.clock()
         with self.sessions.begin() as session:
             result = session.execute(
-                update(Run).where(Run.id == run_id, Run.status.in_(ACTIVE),
-                                  or_(Run.claimed_until.is_(None), Run.claimed_until < now, Run.claimed_by == self.holder))
+                update(Run)
+                .where(
+                    Run.id == run_id,
+                    Run.status.in_(ACTIVE),
+                    or_(Run.claimed_until.is_(None), Run.claimed_until < now, Run.claimed_by == self.holder),
+                )
                 .values(claimed_by=self.holder, claimed_until=now + self.claim_ttl)
             )
             return bool(result.rowcount)
 
     def _unclaim(self, run_id: int) -> None:
         with self.sessions.begin() as session:
-            session.execute(update(Run).where(Run.id == run_id, Run.claimed_by == self.holder)
-                            .values(claimed_by=None, claimed_until=None))
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.claimed_by == self.holder)
+                .values(claimed_by=None, claimed_until=None)
+            )
 
     def _renew(self, session: Session, run: Run) -> None:
         run.claimed_until = self.clock() + self.claim_ttl
@@ -144,8 +154,17 @@ class Executor:
                 return True
             return self._ask(session, run, step, incident, service, preview, round_=1)
 
-    def _ask(self, session: Session, run: Run, step: RunStep, incident: Incident, service: Service,
-             preview: Preview, *, round_: int) -> bool:
+    def _ask(
+        self,
+        session: Session,
+        run: Run,
+        step: RunStep,
+        incident: Incident,
+        service: Service,
+        preview: Preview,
+        *,
+        round_: int,
+    ) -> bool:
         now = self.clock()
         step.preview = preview.model_dump(mode="json")
         snapshot = incident_snapshot(incident)
@@ -154,22 +173,30 @@ class Executor:
             self._fail(session, run, step, "nobody is allowed to approve this step (no IC and no catalog approvers)")
             return True
         plan = approvals.plan_hash(incident_id=incident.id, run_id=run.id, step=step, preview=step.preview)
-        links = approvals.open_gate(session, step=step, approvers=allowed, policy=self.catalog.approvals, plan=plan,
-                                    now=now, round_=round_)
+        links = approvals.open_gate(
+            session, step=step, approvers=allowed, policy=self.catalog.approvals, plan=plan, now=now, round_=round_
+        )
         run.status = "awaiting_approval"
         run.updated_at = now
         base = self.settings.public_url.rstrip("/")
         ttl = self.catalog.approvals.link_ttl
-        lines = [f"incident-worker asks approval for {run.playbook} step {step.step_id}: {preview.description}.",
-                 f"Needs {step.approvals_required} approval(s); links expire in {ttl}."]
+        lines = [
+            f"incident-worker asks approval for {run.playbook} step {step.step_id}: {preview.description}.",
+            f"Needs {step.approvals_required} approval(s); links expire in {ttl}.",
+        ]
         lines += [f"- {link.approver.name} ({link.approver.role}): {base}/approvals/{link.token}" for link in links]
         done, errors = post_note(self.clients, incident=snapshot, text="\n".join(lines))
         where = ", ".join(done) if done else "no paging channel (configure the PagerDuty or Opsgenie API)"
-        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.APPROVAL,
-                        message=f"approval requested for {step.step_id} ({preview.description}) from "
-                                f"{', '.join(a.name for a in allowed)}; links posted to {where}"
-                                + (f"; errors: {'; '.join(errors)}" if errors else ""),
-                        data={"run": run.id, "step": step.step_id, "plan_hash": plan, "round": round_})
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=now,
+            kind=TimelineKind.APPROVAL,
+            message=f"approval requested for {step.step_id} ({preview.description}) from "
+            f"{', '.join(a.name for a in allowed)}; links posted to {where}"
+            + (f"; errors: {'; '.join(errors)}" if errors else ""),
+            data={"run": run.id, "step": step.step_id, "plan_hash": plan, "round": round_},
+        )
         return False
 
     def _on_awaiting(self, run_id: int, step_id: int) -> bool:
@@ -177,20 +204,31 @@ class Executor:
             run, step, incident, service = self._load(session, run_id, step_id)
             now = self.clock()
             if not approvals.expired(step, now=now):
-                run.wake_at = min((as_utc(r.expires_at) for r in step.approvals if r.used_at is None
-                                   and r.voided_at is None), default=now + self.poll)
+                run.wake_at = min(
+                    (as_utc(r.expires_at) for r in step.approvals if r.used_at is None and r.voided_at is None),
+                    default=now + self.poll,
+                )
                 return False
             approvals.void_open_requests(session, step=step, now=now, reason="expired")
             if run.on_timeout == "escalate" and approvals.current_round(step) == 1 and service.backup_approvers:
-                timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.ESCALATED,
-                                message=f"approval for {step.step_id} timed out; escalating to backup approvers")
+                timeline.append(
+                    session,
+                    incident_id=incident.id,
+                    at=now,
+                    kind=TimelineKind.ESCALATED,
+                    message=f"approval for {step.step_id} timed out; escalating to backup approvers",
+                )
                 return self._ask(session, run, step, incident, service, Preview(**step.preview), round_=2)
             step.status = "expired"
             step.finished_at = now
             run.status = "expired"
             run.finished_at = now
-            self._note(session, incident, f"incident-worker: approval for {step.step_id} expired; nothing was run.",
-                       kind=TimelineKind.APPROVAL)
+            self._note(
+                session,
+                incident,
+                f"incident-worker: approval for {step.step_id} expired; nothing was run.",
+                kind=TimelineKind.APPROVAL,
+            )
             return False
 
     def _on_approved(self, run_id: int, step_id: int) -> bool:
@@ -204,8 +242,13 @@ class Executor:
                     if run.wake_at is None or as_utc(run.wake_at) < now:
                         run.wake_at = now + self.poll
                     return False
-                if not leases.acquire(session, name=f"mutation:{service.name}", holder=f"step:{step.id}", now=now,
-                                      ttl=self._lock_ttl(step)):
+                if not leases.acquire(
+                    session,
+                    name=f"mutation:{service.name}",
+                    holder=f"step:{step.id}",
+                    now=now,
+                    ttl=self._lock_ttl(step),
+                ):
                     run.wake_at = now + self.poll
                     return False
             try:
@@ -215,8 +258,11 @@ class Executor:
                 return True
             action = get_action(step.action)
             ctx = self._context(incident, service, step, secrets)
-            preview = Preview(**step.preview) if step.preview else Preview(description=action.describe(params),
-                                                                            target=step.action)
+            preview = (
+                Preview(**step.preview)
+                if step.preview
+                else Preview(description=action.describe(params), target=step.action)
+            )
             if step.needs_approval:
                 try:
                     fresh = action.preview(params, ctx)
@@ -226,12 +272,18 @@ class Executor:
                 fresh_json = fresh.model_dump(mode="json")
                 plan = approvals.plan_hash(incident_id=incident.id, run_id=run.id, step=step, preview=fresh_json)
                 if plan != step.plan_hash:
-                    approvals.void_open_requests(session, step=step, now=now, reason="the target changed",
-                                                 include_decided=True)
+                    approvals.void_open_requests(
+                        session, step=step, now=now, reason="the target changed", include_decided=True
+                    )
                     step.status = "planned"
-                    timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.GUARDRAIL,
-                                    message=f"{step.step_id}: the target changed since it was approved "
-                                            f"({fresh.description}); approval void, asking again")
+                    timeline.append(
+                        session,
+                        incident_id=incident.id,
+                        at=now,
+                        kind=TimelineKind.GUARDRAIL,
+                        message=f"{step.step_id}: the target changed since it was approved "
+                        f"({fresh.description}); approval void, asking again",
+                    )
                     leases.release(session, name=f"mutation:{service.name}", holder=f"step:{step.id}")
                     return True
                 preview = fresh
@@ -257,11 +309,18 @@ class Executor:
                 self._fail(session, run, step, f"refused at run time: {exc}")
                 return True
             ctx = self._context(incident, service, step, secrets)
-            preview = Preview(**step.preview) if step.preview else Preview(description=action.describe(params),
-                                                                            target=step.action)
-            if step.mutating and not leases.acquire(session, name=f"mutation:{service.name}",
-                                                    holder=f"step:{step.id}", now=self.clock(),
-                                                    ttl=self._lock_ttl(step)):
+            preview = (
+                Preview(**step.preview)
+                if step.preview
+                else Preview(description=action.describe(params), target=step.action)
+            )
+            if step.mutating and not leases.acquire(
+                session,
+                name=f"mutation:{service.name}",
+                holder=f"step:{step.id}",
+                now=self.clock(),
+                ttl=self._lock_ttl(step),
+            ):
                 run.wake_at = self.clock() + self.poll
                 return False
             try:
@@ -269,21 +328,38 @@ class Executor:
             except ActionError:
                 applied = False
             if applied:
-                self._applied(session, run, step, incident, summary="found already applied after a restart",
-                              output={"recovered": True})
+                self._applied(
+                    session,
+                    run,
+                    step,
+                    incident,
+                    summary="found already applied after a restart",
+                    output={"recovered": True},
+                )
                 return True
             if not action.repeatable(params):
-                self._fail(session, run, step, "the worker stopped during this step and its outcome is unknown; "
-                                               "it is not safe to repeat: check the target by hand")
+                self._fail(
+                    session,
+                    run,
+                    step,
+                    "the worker stopped during this step and its outcome is unknown; "
+                    "it is not safe to repeat: check the target by hand",
+                )
                 return True
-            timeline.append(session, incident_id=incident.id, at=self.clock(), kind=TimelineKind.STEP,
-                            message=f"{step.step_id}: resuming after a restart (repeating it is safe)")
+            timeline.append(
+                session,
+                incident_id=incident.id,
+                at=self.clock(),
+                kind=TimelineKind.STEP,
+                message=f"{step.step_id}: resuming after a restart (repeating it is safe)",
+            )
             run.claimed_until = self.clock() + self._call_budget(step)
             step.attempts += 1
         return self._execute(run_id, step_id, action.name, params, ctx, preview)
 
-    def _execute(self, run_id: int, step_id: int, action_name: str, params: Any, ctx: ActionContext,
-                 preview: Preview) -> bool:
+    def _execute(
+        self, run_id: int, step_id: int, action_name: str, params: Any, ctx: ActionContext, preview: Preview
+    ) -> bool:
         action = get_action(action_name)
         spec = self._spec(step_id)
         result = None
@@ -311,15 +387,21 @@ class Executor:
             self._applied(session, run, step, incident, summary=summary, output=output)
         return True
 
-    def _applied(self, session: Session, run: Run, step: RunStep, incident: Incident, *, summary: str,
-                 output: dict[str, Any]) -> None:
+    def _applied(
+        self, session: Session, run: Run, step: RunStep, incident: Incident, *, summary: str, output: dict[str, Any]
+    ) -> None:
         now = self.clock()
         step.applied_at = now
         step.output = {"summary": summary, **output}
         spec = Step.model_validate(step.spec)
-        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.STEP,
-                        message=f"{step.step_id} ({step.action}) done: {summary}",
-                        data={"run": run.id, "step": step.step_id, "output": step.output})
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=now,
+            kind=TimelineKind.STEP,
+            message=f"{step.step_id} ({step.action}) done: {summary}",
+            data={"run": run.id, "step": step.step_id, "output": step.output},
+        )
         if spec.verify is not None and not (self.settings.dry_run and step.mutating):
             step.status = "verifying"
             step.verify_deadline = now + spec.verify.within
@@ -335,9 +417,14 @@ class Executor:
         if incident.status in ("triggered", "acknowledged"):
             incident.status = "mitigated"
             incident.mitigated_at = now
-            timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.STATUS,
-                            message=f"mitigated: {step.step_id} ({step.action}) applied and verified",
-                            data={"status": "mitigated"})
+            timeline.append(
+                session,
+                incident_id=incident.id,
+                at=now,
+                kind=TimelineKind.STATUS,
+                message=f"mitigated: {step.step_id} ({step.action}) applied and verified",
+                data={"status": "mitigated"},
+            )
         self.on_progress(session, "monitoring", incident)
 
     def _on_verifying(self, run_id: int, step_id: int) -> bool:
@@ -354,8 +441,13 @@ class Executor:
             if ok:
                 step.status = "succeeded"
                 step.finished_at = now
-                timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.STEP,
-                                message=f"{step.step_id} verified: {summary}")
+                timeline.append(
+                    session,
+                    incident_id=incident.id,
+                    at=now,
+                    kind=TimelineKind.STEP,
+                    message=f"{step.step_id} verified: {summary}",
+                )
                 self._release_lock(session, run, step)
                 if step.mutating:
                     self._mitigated(session, incident, step, now)
@@ -377,16 +469,30 @@ class Executor:
         for later in sorted((s for s in run.steps if s.position > step.position), key=lambda s: -s.position):
             later.position += 1
             session.flush()
-        undo = RunStep(run_id=run.id, position=step.position + 1, step_id=undo_spec.id, kind="undo",
-                       action=undo_spec.action, spec=undo_spec.model_dump(mode="json", by_alias=True),
-                       params=spec.undo.with_, mutating=get_action(undo_spec.action).mutating, needs_approval=True,
-                       approvals_required=step.approvals_required, status="planned",
-                       idempotency_key=f"{step.idempotency_key}-undo")
+        undo = RunStep(
+            run_id=run.id,
+            position=step.position + 1,
+            step_id=undo_spec.id,
+            kind="undo",
+            action=undo_spec.action,
+            spec=undo_spec.model_dump(mode="json", by_alias=True),
+            params=spec.undo.with_,
+            mutating=get_action(undo_spec.action).mutating,
+            needs_approval=True,
+            approvals_required=step.approvals_required,
+            status="planned",
+            idempotency_key=f"{step.idempotency_key}-undo",
+        )
         session.add(undo)
         run.status = "running"
         run.finished_at = None
-        timeline.append(session, incident_id=run.incident_id, at=self.clock(), kind=TimelineKind.PLAN,
-                        message=f"proposing undo of {step.step_id} ({undo_spec.action}) behind the approval gate")
+        timeline.append(
+            session,
+            incident_id=run.incident_id,
+            at=self.clock(),
+            kind=TimelineKind.PLAN,
+            message=f"proposing undo of {step.step_id} ({undo_spec.action}) behind the approval gate",
+        )
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -400,9 +506,16 @@ class Executor:
                 rendered, _, secrets = render_step(check.with_, context=context)
                 snapshot = context["incident"]
             params = action.params.model_validate(rendered)
-            ctx = ActionContext(settings=self.settings, service=service, incident=snapshot, clients=self.clients,
-                                idempotency_key=idempotency_key, now=self.clock, sleep=self.sleep,
-                                secret_values=tuple(secrets.values()))
+            ctx = ActionContext(
+                settings=self.settings,
+                service=service,
+                incident=snapshot,
+                clients=self.clients,
+                idempotency_key=idempotency_key,
+                now=self.clock,
+                sleep=self.sleep,
+                secret_values=tuple(secrets.values()),
+            )
             result = action.run(params, ctx, Preview(description=action.describe(params), target=check.action))
             return result.ok, result.summary
         except (ActionError, PlanError, ValueError) as exc:
@@ -437,9 +550,16 @@ class Executor:
         return params, secrets
 
     def _context(self, incident: Incident, service: Service, step: RunStep, secrets: dict[str, str]) -> ActionContext:
-        return ActionContext(settings=self.settings, service=service, incident=incident_snapshot(incident),
-                             clients=self.clients, idempotency_key=step.idempotency_key, now=self.clock,
-                             sleep=self.sleep, secret_values=tuple(secrets.values()))
+        return ActionContext(
+            settings=self.settings,
+            service=service,
+            incident=incident_snapshot(incident),
+            clients=self.clients,
+            idempotency_key=step.idempotency_key,
+            now=self.clock,
+            sleep=self.sleep,
+            secret_values=tuple(secrets.values()),
+        )
 
     def _load(self, session: Session, run_id: int, step_id: int) -> tuple[Run, RunStep, Incident, Service]:
         run = session.get(Run, run_id)
@@ -480,8 +600,13 @@ class Executor:
         step.error = error[:4000]
         step.finished_at = now
         self._release_lock(session, run, step)
-        timeline.append(session, incident_id=run.incident_id, at=now, kind=TimelineKind.STEP,
-                        message=f"{step.step_id} ({step.action}) failed: {error}")
+        timeline.append(
+            session,
+            incident_id=run.incident_id,
+            at=now,
+            kind=TimelineKind.STEP,
+            message=f"{step.step_id} ({step.action}) failed: {error}",
+        )
         spec = Step.model_validate(step.spec)
         if spec.on_failure == "stop":
             for later in run.steps:
@@ -499,16 +624,26 @@ class Executor:
                 step.status = "cancelled"
         run.status = "cancelled"
         run.finished_at = now
-        timeline.append(session, incident_id=run.incident_id, at=now, kind=TimelineKind.PLAN,
-                        message=f"run #{run.id} ({run.playbook}) cancelled: {reason}")
+        timeline.append(
+            session,
+            incident_id=run.incident_id,
+            at=now,
+            kind=TimelineKind.PLAN,
+            message=f"run #{run.id} ({run.playbook}) cancelled: {reason}",
+        )
 
     def _finish(self, session: Session, run: Run) -> None:
         statuses = {s.status for s in run.steps}
         now = self.clock()
         run.status = next((final for final in ("denied", "expired", "failed") if final in statuses), "succeeded")
         run.finished_at = now
-        timeline.append(session, incident_id=run.incident_id, at=now, kind=TimelineKind.PLAN,
-                        message=f"run #{run.id} ({run.playbook}) finished: {run.status}")
+        timeline.append(
+            session,
+            incident_id=run.incident_id,
+            at=now,
+            kind=TimelineKind.PLAN,
+            message=f"run #{run.id} ({run.playbook}) finished: {run.status}",
+        )
 
     def _note(self, session: Session, incident: Incident, text: str, *, kind: TimelineKind) -> None:
         done, errors = post_note(self.clients, incident=incident_snapshot(incident), text=text)
@@ -525,8 +660,13 @@ def _with_retries(call: Callable[[], Any], *, retry: Any, sleep: Callable[[float
         hinted = getattr(exc, "retry_after", None) or 0
         return min(max(backoff, hinted), 300.0)
 
-    for attempt in Retrying(stop=stop_after_attempt(retry.attempts), wait=wait,
-                            retry=retry_if_exception_type(TransientError), sleep=sleep, reraise=True):
+    for attempt in Retrying(
+        stop=stop_after_attempt(retry.attempts),
+        wait=wait,
+        retry=retry_if_exception_type(TransientError),
+        sleep=sleep,
+        reraise=True,
+    ):
         with attempt:
             return call()
     raise AssertionError("unreachable")

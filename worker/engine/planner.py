@@ -46,7 +46,9 @@ def template_context(*, incident: Incident, service: Service | None, settings: S
     }
 
 
-def render_step(spec: dict[str, Any], *, context: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+def render_step(
+    spec: dict[str, Any], *, context: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """Render a step's `with:`; returns (real params, masked params, secrets used)."""
     secrets: SecretsView = context["secrets"]
     try:
@@ -56,8 +58,9 @@ def render_step(spec: dict[str, Any], *, context: dict[str, Any]) -> tuple[dict[
     return rendered, mask(rendered, secrets.used), dict(secrets.used)
 
 
-def plan_steps(playbook: Playbook, *, incident: Incident, service: Service, catalog: CatalogConfig,
-               settings: Settings) -> list[PlannedStep]:
+def plan_steps(
+    playbook: Playbook, *, incident: Incident, service: Service, catalog: CatalogConfig, settings: Settings
+) -> list[PlannedStep]:
     """Render and validate every step for this incident; PlanError names the first step that fails."""
     planned = []
     for step in playbook.steps:
@@ -108,59 +111,103 @@ class Planner:
                 continue
             cooling = self._cooling_down(session, playbook=playbook, service=incident.service, now=now)
             if cooling is not None:
-                timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.GUARDRAIL,
-                                message=f"playbook {playbook.name} not run: in cool-down since run #{cooling.id} "
-                                        f"(cooldown {playbook.cooldown})")
+                timeline.append(
+                    session,
+                    incident_id=incident.id,
+                    at=now,
+                    kind=TimelineKind.GUARDRAIL,
+                    message=f"playbook {playbook.name} not run: in cool-down since run #{cooling.id} "
+                    f"(cooldown {playbook.cooldown})",
+                )
                 continue
             try:
-                steps = plan_steps(playbook, incident=incident, service=service, catalog=self.catalog,
-                                   settings=self.settings)
+                steps = plan_steps(
+                    playbook, incident=incident, service=service, catalog=self.catalog, settings=self.settings
+                )
             except PlanError as exc:
-                timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.PLAN,
-                                message=f"playbook {playbook.name} could not be planned: {exc}")
+                timeline.append(
+                    session,
+                    incident_id=incident.id,
+                    at=now,
+                    kind=TimelineKind.PLAN,
+                    message=f"playbook {playbook.name} could not be planned: {exc}",
+                )
                 continue
-            runs.append(self._persist(session, incident=incident, playbook=playbook, reasons=reasons, steps=steps,
-                                      now=now))
+            runs.append(
+                self._persist(session, incident=incident, playbook=playbook, reasons=reasons, steps=steps, now=now)
+            )
         return runs
 
-    def _persist(self, session: Session, *, incident: Incident, playbook: Playbook, reasons: tuple[str, ...],
-                 steps: list[PlannedStep], now: datetime) -> Run:
+    def _persist(
+        self,
+        session: Session,
+        *,
+        incident: Incident,
+        playbook: Playbook,
+        reasons: tuple[str, ...],
+        steps: list[PlannedStep],
+        now: datetime,
+    ) -> Run:
         run = Run(
-            incident_id=incident.id, playbook=playbook.name,
-            playbook_hash=fingerprint(playbook.model_dump(mode="json", by_alias=True)), service=incident.service,
-            mode=playbook.mode, dry_run=self.settings.dry_run, status="planned", on_timeout=playbook.on_timeout,
-            match_reasons={"reasons": list(reasons)}, created_at=now, updated_at=now,
+            incident_id=incident.id,
+            playbook=playbook.name,
+            playbook_hash=fingerprint(playbook.model_dump(mode="json", by_alias=True)),
+            service=incident.service,
+            mode=playbook.mode,
+            dry_run=self.settings.dry_run,
+            status="planned",
+            on_timeout=playbook.on_timeout,
+            match_reasons={"reasons": list(reasons)},
+            created_at=now,
+            updated_at=now,
             triggered_by=next((a.triggered_by for a in incident.alerts if a.triggered_by), None),
         )
         session.add(run)
         session.flush()
         for position, planned in enumerate(steps):
-            session.add(RunStep(
-                run_id=run.id, position=position, step_id=planned.step.id, kind="main", action=planned.step.action,
-                spec=planned.step.model_dump(mode="json", by_alias=True), params=planned.params,
-                mutating=planned.mutating, needs_approval=planned.needs_approval,
-                approvals_required=planned.approvals_required, status="planned",
-                idempotency_key=f"iw-{incident.id}-{run.id}-{planned.step.id}",
-            ))
+            session.add(
+                RunStep(
+                    run_id=run.id,
+                    position=position,
+                    step_id=planned.step.id,
+                    kind="main",
+                    action=planned.step.action,
+                    spec=planned.step.model_dump(mode="json", by_alias=True),
+                    params=planned.params,
+                    mutating=planned.mutating,
+                    needs_approval=planned.needs_approval,
+                    approvals_required=planned.approvals_required,
+                    status="planned",
+                    idempotency_key=f"iw-{incident.id}-{run.id}-{planned.step.id}",
+                )
+            )
         session.flush()
         gated = [p.step.id for p in steps if p.needs_approval]
         mode = " in shadow mode" if playbook.mode == "shadow" else ""
-        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.PLAN,
-                        message=f"planned playbook {playbook.name}{mode} (run #{run.id}): "
-                                + ", ".join(f"{p.step.id} [{p.step.action}]" for p in steps)
-                                + (f"; approval needed for {', '.join(gated)}" if gated else ""),
-                        data={"run": run.id, "reasons": list(reasons)})
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=now,
+            kind=TimelineKind.PLAN,
+            message=f"planned playbook {playbook.name}{mode} (run #{run.id}): "
+            + ", ".join(f"{p.step.id} [{p.step.action}]" for p in steps)
+            + (f"; approval needed for {', '.join(gated)}" if gated else ""),
+            data={"run": run.id, "reasons": list(reasons)},
+        )
         return run
 
     @staticmethod
     def _exists(session: Session, incident_id: int, playbook: str) -> bool:
-        return session.execute(
-            select(Run.id).where(Run.incident_id == incident_id, Run.playbook == playbook)
-        ).first() is not None
+        return (
+            session.execute(select(Run.id).where(Run.incident_id == incident_id, Run.playbook == playbook)).first()
+            is not None
+        )
 
     @staticmethod
     def _cooling_down(session: Session, *, playbook: Playbook, service: str, now: datetime) -> Run | None:
         return session.execute(
-            select(Run).where(Run.service == service, Run.playbook == playbook.name,
-                              Run.created_at >= now - playbook.cooldown).order_by(Run.id.desc()).limit(1)
+            select(Run)
+            .where(Run.service == service, Run.playbook == playbook.name, Run.created_at >= now - playbook.cooldown)
+            .order_by(Run.id.desc())
+            .limit(1)
         ).scalar_one_or_none()

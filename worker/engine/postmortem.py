@@ -48,8 +48,11 @@ def postmortem_markdown(session: Session, *, incident_id: int) -> str | None:
     runs = store.runs(session, incident_id=incident_id)
     entries = sorted(incident.timeline, key=lambda e: (as_utc(e.at), e.id))
     severities = [e for e in entries if e.kind == "severity"]
-    updates = list(session.execute(select(StatusUpdate).where(StatusUpdate.incident_id == incident_id)
-                                   .order_by(StatusUpdate.seq)).scalars())
+    updates = list(
+        session.execute(
+            select(StatusUpdate).where(StatusUpdate.incident_id == incident_id).order_by(StatusUpdate.seq)
+        ).scalars()
+    )
     lines = [
         f"# Postmortem (draft): {incident.title}",
         "",
@@ -90,8 +93,13 @@ def postmortem_markdown(session: Session, *, incident_id: int) -> str | None:
         "",
         "## Status page updates",
         "",
-        *([f"- {_fmt(u.sent_at or u.created_at)} — {u.status} ({u.state}): {u.body or '(component status only)'}"
-           for u in updates] or ["- None."]),
+        *(
+            [
+                f"- {_fmt(u.sent_at or u.created_at)} — {u.status} ({u.state}): {u.body or '(component status only)'}"
+                for u in updates
+            ]
+            or ["- None."]
+        ),
         "",
         "## Root cause",
         "",
@@ -134,8 +142,10 @@ def _mitigations(runs: list[Any]) -> list[str]:
             if step.status in ("planned", "cancelled"):
                 continue
             summary = (step.output or {}).get("summary") or (step.preview or {}).get("description") or step.action
-            lines.append(f"- {run.playbook} / {step.step_id} ({step.action}): **{step.status}** at "
-                         f"{_fmt(step.finished_at or step.applied_at)} — {summary}")
+            lines.append(
+                f"- {run.playbook} / {step.step_id} ({step.action}): **{step.status}** at "
+                f"{_fmt(step.finished_at or step.applied_at)} — {summary}"
+            )
     return lines
 
 
@@ -145,8 +155,10 @@ def _approvals(runs: list[Any]) -> list[str]:
         for step in run.steps:
             for request in step.approvals:
                 if request.decision:
-                    lines.append(f"- {request.decided_by} {request.decision}d {step.step_id} at "
-                                 f"{_fmt(request.used_at)} from {request.decided_from} (plan {request.plan_hash[:12]})")
+                    lines.append(
+                        f"- {request.decided_by} {request.decision}d {step.step_id} at "
+                        f"{_fmt(request.used_at)} from {request.decided_from} (plan {request.plan_hash[:12]})"
+                    )
     return lines
 
 
@@ -155,8 +167,10 @@ def _action_items(runs: list[Any]) -> list[str]:
     for run in runs:
         for step in run.steps:
             if step.mutating and step.status == "succeeded":
-                items.append(f"| Review the temporary mitigation still in place: {step.step_id} ({step.action}) "
-                             f"|  |  | open | mitigate |")
+                items.append(
+                    f"| Review the temporary mitigation still in place: {step.step_id} ({step.action}) "
+                    f"|  |  | open | mitigate |"
+                )
     return items
 
 
@@ -170,13 +184,33 @@ def metrics_summary(session: Session, *, since: datetime) -> dict[str, Any]:
                 groups[key]["mtta"].append(a.total_seconds())
             if (r := mttr(incident)) is not None:
                 groups[key]["mttr"].append(r.total_seconds())
+
     def avg(values: list[float]) -> float | None:
         return round(sum(values) / len(values), 1) if values else None
-    by_severity = {k.split(":", 1)[1]: {"mtta_seconds": avg(v["mtta"]), "mttr_seconds": avg(v["mttr"]),
-                                        "acknowledged": len(v["mtta"]), "resolved": len(v["mttr"])}
-                   for k, v in groups.items() if k.startswith("severity:")}
-    by_service = {k.split(":", 1)[1]: {"mtta_seconds": avg(v["mtta"]), "mttr_seconds": avg(v["mttr"]),
-                                       "acknowledged": len(v["mtta"]), "resolved": len(v["mttr"])}
-                  for k, v in groups.items() if k.startswith("service:")}
-    return {"since": as_utc(since).isoformat(), "incidents": len(rows), "by_severity": by_severity,
-            "by_service": by_service}
+
+    by_severity = {
+        k.split(":", 1)[1]: {
+            "mtta_seconds": avg(v["mtta"]),
+            "mttr_seconds": avg(v["mttr"]),
+            "acknowledged": len(v["mtta"]),
+            "resolved": len(v["mttr"]),
+        }
+        for k, v in groups.items()
+        if k.startswith("severity:")
+    }
+    by_service = {
+        k.split(":", 1)[1]: {
+            "mtta_seconds": avg(v["mtta"]),
+            "mttr_seconds": avg(v["mttr"]),
+            "acknowledged": len(v["mtta"]),
+            "resolved": len(v["mttr"]),
+        }
+        for k, v in groups.items()
+        if k.startswith("service:")
+    }
+    return {
+        "since": as_utc(since).isoformat(),
+        "incidents": len(rows),
+        "by_severity": by_severity,
+        "by_service": by_service,
+    }

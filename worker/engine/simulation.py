@@ -21,8 +21,11 @@ from worker.store.tables import Alert, Incident
 
 def transient_incident(events: tuple[AlertEvent, ...], *, catalog: CatalogConfig) -> Incident | None:
     """The incident the events would open (not stored): first triggering event, worst severity."""
-    firing = [e for e in events if e.kind in {EventKind.TRIGGERED, EventKind.REOPENED, EventKind.ACKNOWLEDGED,
-                                              EventKind.PRIORITY_CHANGED}]
+    firing = [
+        e
+        for e in events
+        if e.kind in {EventKind.TRIGGERED, EventKind.REOPENED, EventKind.ACKNOWLEDGED, EventKind.PRIORITY_CHANGED}
+    ]
     if not firing:
         return None
     first = firing[0]
@@ -31,21 +34,37 @@ def transient_incident(events: tuple[AlertEvent, ...], *, catalog: CatalogConfig
     worst = min(verdicts, key=lambda v: v.severity.rank)
     detected = as_utc(first.occurred_at)
     incident = Incident(
-        id=0, title=first.title, service=routed.service, severity=worst.severity.value, impact=worst.impact.value,
-        scope=worst.scope.value, status="triggered", declared=worst.severity in catalog.severity.declare.severities,
-        channel=channel_name(detected_at=detected, service=routed.service, title=first.title), detected_at=detected,
+        id=0,
+        title=first.title,
+        service=routed.service,
+        severity=worst.severity.value,
+        impact=worst.impact.value,
+        scope=worst.scope.value,
+        status="triggered",
+        declared=worst.severity in catalog.severity.declare.severities,
+        channel=channel_name(detected_at=detected, service=routed.service, title=first.title),
+        detected_at=detected,
     )
     incident.alerts = [
-        Alert(source=e.source, external_id=e.external_id or "", title=e.title, status="firing",
-              severity=v.severity.value, priority=e.priority, labels=dict(e.labels),
-              assignees={"names": list(e.assignees)}, url=e.url)
+        Alert(
+            source=e.source,
+            external_id=e.external_id or "",
+            title=e.title,
+            status="firing",
+            severity=v.severity.value,
+            priority=e.priority,
+            labels=dict(e.labels),
+            assignees={"names": list(e.assignees)},
+            url=e.url,
+        )
         for e, v in zip(firing, verdicts, strict=True)
     ]
     return incident
 
 
-def simulate_plans(events: tuple[AlertEvent, ...], *, catalog: CatalogConfig, playbooks: list[LoadedPlaybook],
-                   settings: Settings) -> list[dict[str, Any]]:
+def simulate_plans(
+    events: tuple[AlertEvent, ...], *, catalog: CatalogConfig, playbooks: list[LoadedPlaybook], settings: Settings
+) -> list[dict[str, Any]]:
     """Every playbook with whether it matches and why; for matches, the rendered steps."""
     incident = transient_incident(events, catalog=catalog)
     if incident is None:
@@ -55,22 +74,34 @@ def simulate_plans(events: tuple[AlertEvent, ...], *, catalog: CatalogConfig, pl
     out = []
     for loaded in playbooks:
         result = match(loaded.playbook, incident=snapshot, alerts=alerts)
-        entry: dict[str, Any] = {"playbook": loaded.playbook.name, "file": loaded.file, "matches": result.matched,
-                                 "reasons": list(result.reasons), "mode": loaded.playbook.mode}
+        entry: dict[str, Any] = {
+            "playbook": loaded.playbook.name,
+            "file": loaded.file,
+            "matches": result.matched,
+            "reasons": list(result.reasons),
+            "mode": loaded.playbook.mode,
+        }
         if result.matched and not incident.declared:
             entry["note"] = f"{incident.severity} is tracked, not declared: playbooks start when it is declared"
         if result.matched and service is not None:
             try:
-                steps = plan_steps(loaded.playbook, incident=incident, service=service, catalog=catalog,
-                                   settings=settings)
+                steps = plan_steps(
+                    loaded.playbook, incident=incident, service=service, catalog=catalog, settings=settings
+                )
             except PlanError as exc:
                 entry["error"] = str(exc)
             else:
                 entry["steps"] = [
-                    {"id": s.step.id, "action": s.step.action, "params": s.params, "mutating": s.mutating,
-                     "needs_approval": s.needs_approval, "approvals_required": s.approvals_required,
-                     "why": _why(s.needs_approval, s.mutating, s.step.approval),
-                     "description": _describe(s.step.action, s.params)}
+                    {
+                        "id": s.step.id,
+                        "action": s.step.action,
+                        "params": s.params,
+                        "mutating": s.mutating,
+                        "needs_approval": s.needs_approval,
+                        "approvals_required": s.approvals_required,
+                        "why": _why(s.needs_approval, s.mutating, s.step.approval),
+                        "description": _describe(s.step.action, s.params),
+                    }
                     for s in steps
                 ]
         out.append(entry)
@@ -93,5 +124,3 @@ def _describe(action_name: str, params: dict[str, Any]) -> str:
         return action.describe(action.params.model_validate(params))
     except ValueError:
         return f"{action_name} {params}"
-
-

@@ -12,8 +12,10 @@ def incident_snapshot(incident: Incident) -> dict[str, Any]:
     labels: dict[str, str] = {}
     for alert in incident.alerts:
         labels.update({str(k): str(v) for k, v in (alert.labels or {}).items()})
-    first = {source: next((a.external_id for a in incident.alerts if a.source == source), None)
-             for source in ("pagerduty", "opsgenie", "alertmanager")}
+    first = {
+        source: next((a.external_id for a in incident.alerts if a.source == source), None)
+        for source in ("pagerduty", "opsgenie", "alertmanager")
+    }
     assignees = [name for a in incident.alerts for name in (a.assignees or {}).get("names", [])]
     return {
         "id": incident.id,
@@ -36,7 +38,13 @@ def incident_snapshot(incident: Incident) -> dict[str, Any]:
 
 def alerts_snapshot(incident: Incident) -> list[dict[str, Any]]:
     return [
-        {"source": a.source, "external_id": a.external_id, "title": a.title, "status": a.status,
-         "labels": dict(a.labels or {}), "priority": a.priority}
+        {
+            "source": a.source,
+            "external_id": a.external_id,
+            "title": a.title,
+            "status": a.status,
+            "labels": dict(a.labels or {}),
+            "priority": a.priority,
+        }
         for a in incident.alerts
     ]

@@ -43,8 +43,9 @@ class Ticks:
         if incident.declared or after is None or incident.status != "triggered":
             return
         if now - as_utc(incident.detected_at) >= after:
-            self.intake._declare(session, incident=incident, now=now, outcome=outcome,
-                                 reason=f"unacknowledged for more than {after}")
+            self.intake._declare(
+                session, incident=incident, now=now, outcome=outcome, reason=f"unacknowledged for more than {after}"
+            )
 
     def _finish_hold(self, session: Session, incident: Incident, now: datetime, outcome: Outcome) -> None:
         if incident.status != "mitigated" or incident.provider_resolved_at is None:
@@ -53,8 +54,13 @@ class Ticks:
             return
         healthy, why = self.health(incident)
         if healthy:
-            self.intake.resolve(session, incident=incident, now=now, reason=f"recovery held for "
-                                f"{self.intake.resolution_hold} ({why})", outcome=outcome)
+            self.intake.resolve(
+                session,
+                incident=incident,
+                now=now,
+                reason=f"recovery held for {self.intake.resolution_hold} ({why})",
+                outcome=outcome,
+            )
         else:
             # Start the hold again: resolution needs the checks to pass for the whole period.
             incident.provider_resolved_at = now

@@ -38,8 +38,15 @@ def _page(template: str, status: int, **context: Any) -> Response:
 
 
 def _refused(status: int, message: str) -> Response:
-    heading = {404: "Link not valid", 409: "Already decided", 410: "Approval no longer valid",
-               403: "Not allowed", 429: "Too many attempts", 400: "Bad request", 401: "Sign-in needed"}
+    heading = {
+        404: "Link not valid",
+        409: "Already decided",
+        410: "Approval no longer valid",
+        403: "Not allowed",
+        429: "Too many attempts",
+        400: "Bad request",
+        401: "Sign-in needed",
+    }
     return _page("message.html", status, heading=heading.get(status, "Refused"), message=message, error=True)
 
 
@@ -73,14 +80,28 @@ def show(token: str) -> Response:
         approved = sum(1 for r in step.approvals if r.decision == "approve" and r.voided_at is None)
         csrf = secrets.token_urlsafe(24)
         response = _page(
-            "approval.html", 200, incident=incident_snapshot(view.incident), step=step, run=view.run,
-            preview=preview, identity=identity, approved=approved, plan_hash=view.request.plan_hash,
-            expires=as_utc(view.request.expires_at).strftime("%Y-%m-%d %H:%M:%S UTC"), csrf=csrf,
+            "approval.html",
+            200,
+            incident=incident_snapshot(view.incident),
+            step=step,
+            run=view.run,
+            preview=preview,
+            identity=identity,
+            approved=approved,
+            plan_hash=view.request.plan_hash,
+            expires=as_utc(view.request.expires_at).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            csrf=csrf,
             params_json=json.dumps(step.params, indent=2, sort_keys=True),
             details_json=json.dumps(preview.get("details", {}), indent=2, sort_keys=True, default=str),
         )
-    response.set_cookie(_COOKIE, csrf, httponly=True, samesite="Strict", path="/approvals",
-                        secure=runtime.settings.public_url.startswith("https://"))
+    response.set_cookie(
+        _COOKIE,
+        csrf,
+        httponly=True,
+        samesite="Strict",
+        path="/approvals",
+        secure=runtime.settings.public_url.startswith("https://"),
+    )
     return response
 
 
@@ -112,8 +133,15 @@ def decide(token: str) -> Response:
                 allowed = approvals.allowed_approvers(service=service, assignees=snapshot["assignees"])
                 if view.request.round > 1:  # after an escalation the backups may decide too
                     allowed += approvals.allowed_approvers(service=service, assignees=[], backup=True)
-            status = approvals.decide(session, view=view, decision=decision, identity=identity,
-                                      address=_address(), allowed=allowed, now=runtime.clock())
+            status = approvals.decide(
+                session,
+                view=view,
+                decision=decision,
+                identity=identity,
+                address=_address(),
+                allowed=allowed,
+                now=runtime.clock(),
+            )
             step_id = view.step.step_id
         except approvals.DecisionRefused as exc:
             if exc.status == 404:

@@ -18,6 +18,7 @@ def index() -> Response:
         incidents = store.search(session, limit=50)
         pauses = controls.active(session)
         runs = {i.id: store.runs(session, incident_id=i.id) for i in incidents}
-        html = render_template("console.html", incidents=incidents, pauses=pauses, runs=runs,
-                               dry_run=runtime.settings.dry_run)
+        html = render_template(
+            "console.html", incidents=incidents, pauses=pauses, runs=runs, dry_run=runtime.settings.dry_run
+        )
     return Response(html, mimetype="text/html")

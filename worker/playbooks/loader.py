@@ -30,8 +30,9 @@ class LoadedPlaybook:
     file: str
 
 
-def load_playbooks(directory: Path, *, catalog: CatalogConfig, required: bool = True
-                   ) -> tuple[list[LoadedPlaybook], list[Problem]]:
+def load_playbooks(
+    directory: Path, *, catalog: CatalogConfig, required: bool = True
+) -> tuple[list[LoadedPlaybook], list[Problem]]:
     """Every *.yaml/*.yml playbook under `directory`; only files with no problem are returned."""
     loaded: list[LoadedPlaybook] = []
     problems: list[Problem] = []
@@ -45,7 +46,11 @@ def load_playbooks(directory: Path, *, catalog: CatalogConfig, required: bool = 
         if playbook is None:
             continue
         if playbook.name in names:
-            problems.append(Problem(str(path), 1, 1, "name", f"playbook name {playbook.name!r} is also used in {names[playbook.name]}"))
+            problems.append(
+                Problem(
+                    str(path), 1, 1, "name", f"playbook name {playbook.name!r} is also used in {names[playbook.name]}"
+                )
+            )
             continue
         names[playbook.name] = str(path)
         loaded.append(LoadedPlaybook(playbook, str(path)))
@@ -99,27 +104,37 @@ def _check_step(doc: YamlDocument, path: PathKey, step: dict[str, Any], services
         if action.mutating and approval == "none":
             allowed = [s.name for s in services if action.name in s.auto_run]
             if len(allowed) != len(services) or not services:
-                problems.append(doc.problem((*path, "approval"), (
-                    f"mutating action {action.name} needs approval; 'none' is allowed only when the service "
-                    f"catalog lists {action.name} in auto_run for the service")))
+                problems.append(
+                    doc.problem(
+                        (*path, "approval"),
+                        (
+                            f"mutating action {action.name} needs approval; 'none' is allowed only when the service "
+                            f"catalog lists {action.name} in auto_run for the service"
+                        ),
+                    )
+                )
     for key, want_check in (("verify", True), ("undo", False)):
         sub = step.get(key)
         if isinstance(sub, dict):
             checker = _check_call(doc, (*path, key), sub, services, problems)
             if checker is not None and want_check and not checker.check:
-                problems.append(doc.problem((*path, key, "action"),
-                                            f"verify needs a read-only check action, not {checker.name}"))
+                problems.append(
+                    doc.problem((*path, key, "action"), f"verify needs a read-only check action, not {checker.name}")
+                )
     return problems
 
 
-def _check_call(doc: YamlDocument, path: PathKey, call: dict[str, Any], services: list[Service],
-                problems: list[Problem]) -> Action[Any] | None:
+def _check_call(
+    doc: YamlDocument, path: PathKey, call: dict[str, Any], services: list[Service], problems: list[Problem]
+) -> Action[Any] | None:
     """Check `action` + `with` of a step, verify or undo; returns the action when it is known."""
     name = call.get("action")
     if not isinstance(name, str):
         return None  # the model validation already reported it
     if name not in Action.registry:
-        problems.append(doc.problem((*path, "action"), f"unknown action {name!r} (known: {', '.join(known_actions())})"))
+        problems.append(
+            doc.problem((*path, "action"), f"unknown action {name!r} (known: {', '.join(known_actions())})")
+        )
         return None
     action = get_action(name)
     raw = call.get("with", {})
@@ -151,11 +166,24 @@ def sample_context(service: Service | None) -> dict[str, Any]:
     """The sample incident templates are rendered against at lint time."""
     name = service.name if service else "sample"
     incident = {
-        "id": 0, "title": "sample incident", "service": name, "severity": "SEV1", "impact": "high",
-        "scope": "wide", "status": "triggered", "channel": f"#inc-sample-{name}", "labels": SampleLabels(),
-        "detected_at": "2026-01-01T00:00:00Z", "pagerduty_incident_id": "PSAMPLE", "opsgenie_alert_id": "sample",
+        "id": 0,
+        "title": "sample incident",
+        "service": name,
+        "severity": "SEV1",
+        "impact": "high",
+        "scope": "wide",
+        "status": "triggered",
+        "channel": f"#inc-sample-{name}",
+        "labels": SampleLabels(),
+        "detected_at": "2026-01-01T00:00:00Z",
+        "pagerduty_incident_id": "PSAMPLE",
+        "opsgenie_alert_id": "sample",
         "url": "https://example.invalid/incident",
     }
     alerts = [{"source": "pagerduty", "external_id": "PSAMPLE", "title": "sample alert", "labels": SampleLabels()}]
-    return {"incident": incident, "alerts": alerts, "service": service.model_dump() if service else {},
-            "secrets": SecretsView({}, sample=True)}
+    return {
+        "incident": incident,
+        "alerts": alerts,
+        "service": service.model_dump() if service else {},
+        "secrets": SecretsView({}, sample=True),
+    }

@@ -24,7 +24,9 @@ def match(playbook: Playbook, *, incident: dict[str, Any], alerts: list[dict[str
     reasons.append(f"service {incident['service']!r}")
     if rules.severity is not None:
         if incident["severity"] not in [s.value for s in rules.severity]:
-            return MatchResult(False, (f"severity {incident['severity']} is not in {[s.value for s in rules.severity]}",))
+            return MatchResult(
+                False, (f"severity {incident['severity']} is not in {[s.value for s in rules.severity]}",)
+            )
         reasons.append(f"severity {incident['severity']}")
     if rules.source is not None:
         sources = {a["source"] for a in alerts}

@@ -20,10 +20,12 @@ def playbook_schema() -> dict[str, Any]:
         defs.update(params.pop("$defs", {}))
         params_name = f"with:{name}"
         defs[params_name] = params
-        branches.append({
-            "if": {"properties": {"action": {"const": name}}, "required": ["action"]},
-            "then": {"properties": {"with": {"$ref": f"#/$defs/{params_name}"}}},
-        })
+        branches.append(
+            {
+                "if": {"properties": {"action": {"const": name}}, "required": ["action"]},
+                "then": {"properties": {"with": {"$ref": f"#/$defs/{params_name}"}}},
+            }
+        )
     step = defs["Step"]
     step["properties"]["action"] = {"enum": sorted(Action.registry), "description": "The step type."}
     step["allOf"] = branches

@@ -27,8 +27,9 @@ class FakeFlags:
     def _app(self, request: Request) -> Response:
         body = request.get_json(silent=True)
         with self._lock:
-            self.requests.append({"method": request.method, "path": request.path, "headers": dict(request.headers),
-                                  "json": body})
+            self.requests.append(
+                {"method": request.method, "path": request.path, "headers": dict(request.headers), "json": body}
+            )
             if self.fail_next:
                 return _json({"error": "injected failure"}, self.fail_next.pop(0))
         if request.path == "/health":

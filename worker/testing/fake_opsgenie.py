@@ -1,4 +1,4 @@
-"""A recording Opsgenie Alert API subset (add note, get alert, escalate, request status) over plain HTTP.
+"""A recording Opsgenie Alert API subset (add note, get alert, escalate, request status), plain HTTP by default.
 
 Like Opsgenie, write actions answer 202 at once and are applied asynchronously: a note for an alert that does not
 exist is accepted, and only GET /v2/alerts/requests/{requestId} tells that it failed.
@@ -7,17 +7,22 @@ exist is accepted, and only GET /v2/alerts/requests/{requestId} tells that it fa
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from werkzeug.wrappers import Request, Response
 
 from worker.testing.server import ThreadedServer
+from worker.testing.tls import LocalCA, make_local_ca
 
 
 @dataclass
@@ -25,12 +30,13 @@ class _Fault:
     status: int
     headers: dict[str, str]
     body: Any
+    path: str | None
 
 
 class FakeOpsgenie:
     """`with FakeOpsgenie() as og:` then point a client at `og.url` with `og.api_key`."""
 
-    def __init__(self, *, api_key: str = "test-genie-key", port: int = 0):
+    def __init__(self, *, api_key: str = "test-genie-key", tls: bool = False, port: int = 0):
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []
@@ -40,7 +46,10 @@ class FakeOpsgenie:
         self._faults: list[_Fault] = []
         self._stalls: list[float] = []
         self._lock = threading.Lock()
-        self._server = ThreadedServer(self._app, port=port)
+        self._tmp: str | None = tempfile.mkdtemp(prefix="fake-og-") if tls else None
+        self.ca: LocalCA | None = make_local_ca(Path(self._tmp)) if self._tmp else None
+        self.ca_path: str | None = str(self.ca.ca_pem) if self.ca else None
+        self._server = ThreadedServer(self._app, port=port, ssl_context=self.ca.server_context() if self.ca else None)
         self.url = self._server.url
 
     # -- seeding and fault injection -------------------------------------------------------------------------
@@ -60,10 +69,11 @@ class FakeOpsgenie:
                 "actions": [], "entity": "", "description": "", "details": {},
             }
 
-    def fail_next(self, n: int, status: int, headers: Mapping[str, str] | None = None, *, body: Any = None) -> None:
-        """Answer the next `n` requests with `status` and an Opsgenie error body (or `body`)."""
+    def fail_next(self, n: int, status: int, headers: Mapping[str, str] | None = None, *, body: Any = None,
+                  path: str | None = None) -> None:
+        """Answer the next `n` requests (to `path` only, if given) with `status` and an error body (or `body`)."""
         with self._lock:
-            self._faults.extend(_Fault(status, dict(headers or {}), body) for _ in range(n))
+            self._faults.extend(_Fault(status, dict(headers or {}), body, path) for _ in range(n))
 
     def stall_next(self, n: int, seconds: float) -> None:
         """Delay the next `n` answers by `seconds` (to exercise client timeouts)."""
@@ -78,6 +88,9 @@ class FakeOpsgenie:
 
     def stop(self) -> None:
         self._server.stop()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def __enter__(self) -> FakeOpsgenie:
         return self.start()
@@ -96,9 +109,12 @@ class FakeOpsgenie:
         except ValueError:
             body = None
         with self._lock:
-            self.requests.append({"method": request.method, "path": request.path, "query": dict(request.args),
+            self.requests.append({"method": request.method, "path": request.path, "raw_path": _raw_path(request),
+                                  "query": dict(request.args),
                                   "headers": dict(request.headers), "json": body, "body": raw})
-            fault = self._faults.pop(0) if self._faults else None
+            fault = next((f for f in self._faults if f.path in (None, request.path)), None)
+            if fault is not None:
+                self._faults.remove(fault)
             stall = self._stalls.pop(0) if self._stalls else 0.0
         if stall:
             time.sleep(stall)
@@ -109,7 +125,8 @@ class FakeOpsgenie:
             return _json({"message": "Could not authenticate"}, 401, None, started)
         if request.method == "POST" and request.mimetype != "application/json":
             return _json({"message": "Request body format is not supported"}, 415, None, started)
-        parts = [p for p in request.path.split("/") if p]
+        # Split before decoding, as real servers do: an id holding "%2F" stays one segment.
+        parts = [unquote(p) for p in _raw_path(request).split("/") if p]
         match request.method, parts:
             case "GET", ["v2", "alerts", "requests", request_id]:
                 with self._lock:
@@ -191,3 +208,8 @@ def _json(data: Any, status: int, headers: Mapping[str, str] | None, started: fl
         data.setdefault("requestId", str(uuid.uuid4()))
     text = data if isinstance(data, str | bytes) else json.dumps(data)
     return Response(text, status=status, headers=dict(headers or {}), mimetype="application/json")
+
+
+def _raw_path(request: Request) -> str:
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.path
+    return str(raw).split("?", 1)[0]

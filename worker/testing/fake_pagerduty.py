@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from werkzeug.wrappers import Request, Response
 
@@ -40,6 +41,7 @@ class _Fault:
     status: int
     headers: dict[str, str]
     body: Any
+    path: str | None
 
 
 @dataclass
@@ -57,7 +59,7 @@ class _Incident:
 class FakePagerDuty:
     """`with FakePagerDuty() as pd:` then point a client at `pd.url`, trusting `pd.ca_path`."""
 
-    def __init__(self, *, tls: bool = True, token: str = "test-pd-token",
+    def __init__(self, *, tls: bool = True, token: str = "test-pd-token",  # noqa: S107 - a fake's well-known token
                  from_email: str = "incident-worker@example.com", port: int = 0):
         self.token = token
         self.requests: list[dict[str, Any]] = []
@@ -82,12 +84,14 @@ class FakePagerDuty:
         with self._lock:
             self.users[user_id] = {"id": user_id, "name": name, "email": email}
 
-    def add_incident(self, incident_id: str, *, assignees: Iterable[Mapping[str, str]] = (), title: str = "Checkout down",
-                     status: str = "triggered", levels: list[list[Mapping[str, str]]] | None = None) -> None:
-        """Seed an incident; assignees are {"id","name","email"}; `levels[n-1]` are who escalation to level n assigns."""
-        def register(people: Iterable[Mapping[str, str]]) -> list[str]:
+    def add_incident(self, incident_id: str, *, assignees: Iterable[Mapping[str, str]] = (),
+                     title: str = "Checkout down", status: str = "triggered",
+                     levels: list[list[Mapping[str, str]]] | None = None) -> None:
+        """Seed an incident; people are {"id","name","email"}; escalating to level n assigns `levels[n-1]`."""
+        def register(people: list[Mapping[str, str]]) -> list[str]:
             for person in people:
-                self.add_user(person["id"], name=person["name"], email=person.get("email", f"{person['id']}@example.com"))
+                email = person.get("email") or f"{person['id'].lower()}@example.com"
+                self.add_user(person["id"], name=person["name"], email=email)
             return [person["id"] for person in people]
 
         assigned = register(list(assignees))
@@ -96,13 +100,14 @@ class FakePagerDuty:
             self.incidents[incident_id] = _Incident(id=incident_id, number=next(self._ids), title=title,
                                                     status=status, assignees=assigned, levels=level_ids)
 
-    def fail_next(self, n: int, status: int, headers: Mapping[str, str] | None = None, *, body: Any = None) -> None:
-        """Answer the next `n` requests with `status` (PagerDuty's error body for it unless `body` is given)."""
+    def fail_next(self, n: int, status: int, headers: Mapping[str, str] | None = None, *, body: Any = None,
+                  path: str | None = None) -> None:
+        """Answer the next `n` requests (to `path` only, if given) with `status` and an error body (or `body`)."""
         if body is None:
             body = _RATE_LIMITED if status == 429 else _INTERNAL if status >= 500 else _NOT_FOUND if status == 404 \
                 else _invalid("Injected failure")
         with self._lock:
-            self._faults.extend(_Fault(status, dict(headers or {}), body) for _ in range(n))
+            self._faults.extend(_Fault(status, dict(headers or {}), body, path) for _ in range(n))
 
     def stall_next(self, n: int, seconds: float) -> None:
         """Delay the next `n` answers by `seconds` (to exercise client timeouts)."""
@@ -137,9 +142,12 @@ class FakePagerDuty:
         except ValueError:
             body = None
         with self._lock:
-            self.requests.append({"method": request.method, "path": request.path, "query": dict(request.args),
+            self.requests.append({"method": request.method, "path": request.path, "raw_path": _raw_path(request),
+                                  "query": dict(request.args),
                                   "headers": dict(request.headers), "json": body, "body": raw})
-            fault = self._faults.pop(0) if self._faults else None
+            fault = next((f for f in self._faults if f.path in (None, request.path)), None)
+            if fault is not None:
+                self._faults.remove(fault)
             stall = self._stalls.pop(0) if self._stalls else 0.0
         if stall:
             time.sleep(stall)
@@ -168,7 +176,8 @@ class FakePagerDuty:
         return None
 
     def _route(self, request: Request, body: Any) -> Response:
-        parts = [p for p in request.path.split("/") if p]
+        # Split before decoding, as real servers do: an id holding "%2F" stays one segment.
+        parts = [unquote(p) for p in _raw_path(request).split("/") if p]
         match request.method, parts:
             case "POST", ["incidents", incident_id, "notes"]:
                 return self._add_note(incident_id, body, request.headers["From"])
@@ -247,3 +256,8 @@ def _now() -> str:
 def _json(data: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:
     text = data if isinstance(data, str | bytes) else json.dumps(data)
     return Response(text, status=status, headers=dict(headers or {}), mimetype="application/json")
+
+
+def _raw_path(request: Request) -> str:
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.path
+    return str(raw).split("?", 1)[0]

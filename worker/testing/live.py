@@ -19,8 +19,8 @@ class LiveWorker:
     """`incident-worker serve` on 127.0.0.1:<free port> with the given environment."""
 
     def __init__(self, *, env: Mapping[str, str], cwd: Path, config_dir: Path, playbooks_dir: Path | None = None,
-                 args: tuple[str, ...] = ()):
-        self.port = free_port()
+                 args: tuple[str, ...] = (), port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cwd = cwd
         self.env = {**os.environ, **env}

@@ -39,7 +39,9 @@ class StubCluster:
     def plan_rollout_undo(self, *, namespace: str, deployment: str, to_revision: int | None = None) -> Any:
         target = to_revision or self.revision - 1
         return SimpleNamespace(
-            current_revision=self.revision, target_revision=target, noop=target == self.revision,
+            current_revision=self.revision,
+            target_revision=target,
+            noop=target == self.revision,
             target_template={"spec": {"containers": [{"name": "app", "image": f"checkout:{target}"}]}},
             current_template={"spec": {"containers": [{"name": "app", "image": f"checkout:{self.revision}"}]}},
             state_fingerprint=f"revision-{self.revision}",
@@ -53,8 +55,12 @@ class StubCluster:
         return SimpleNamespace(skipped=False)
 
     def get_deployment_state(self, *, namespace: str, deployment: str) -> Any:
-        return SimpleNamespace(revision=self.revision, replicas=self.replicas, paused=False,
-                               fingerprint=f"revision-{self.revision}-replicas-{self.replicas}")
+        return SimpleNamespace(
+            revision=self.revision,
+            replicas=self.replicas,
+            paused=False,
+            fingerprint=f"revision-{self.revision}-replicas-{self.replicas}",
+        )
 
     def rollout_restart(self, *, namespace: str, deployment: str, at: datetime) -> Any:
         self.mutations.append(("rollout_restart", at))
@@ -86,8 +92,9 @@ class StubPrometheus:
 
     def check(self, query: str, *, condition: str) -> Any:
         ok = parse_condition(condition).holds(self.value)
-        return SimpleNamespace(ok=ok, message=f"{query} = {self.value} ({'ok' if ok else 'not ' + condition})",
-                               observed=self.value)
+        return SimpleNamespace(
+            ok=ok, message=f"{query} = {self.value} ({'ok' if ok else 'not ' + condition})", observed=self.value
+        )
 
 
 @dataclass
@@ -119,5 +126,8 @@ class StubStatuspage:
 
     def list_unresolved(self) -> list[Any]:
         self._check()
-        return [SimpleNamespace(id=i["id"], metadata=i.get("metadata")) for i in self.incidents.values()
-                if i.get("status") != "resolved"]
+        return [
+            SimpleNamespace(id=i["id"], metadata=i.get("metadata"))
+            for i in self.incidents.values()
+            if i.get("status") != "resolved"
+        ]
