@@ -5,14 +5,21 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass  # fakes answer thousands of requests in tests; their access log is noise
 
 
 class ThreadedServer:
     """`with ThreadedServer(app, port=0) as server: server.url`"""
 
     def __init__(self, app: Any, *, port: int = 0, ssl_context: Any = None):
-        self._server = make_server("127.0.0.1", port, app, threaded=True, ssl_context=ssl_context)
+        self._server = make_server(
+            "127.0.0.1", port, app, threaded=True, ssl_context=ssl_context, request_handler=_QuietHandler
+        )
         scheme = "https" if ssl_context is not None else "http"
         self.port = self._server.server_port
         self.url = f"{scheme}://127.0.0.1:{self.port}"
