@@ -23,7 +23,8 @@ class ThreadedServer:
         scheme = "https" if ssl_context is not None else "http"
         self.port = self._server.server_port
         self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for it, and tests stop hundreds of fakes.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def start(self) -> ThreadedServer:
         self._thread.start()
