@@ -19,9 +19,18 @@ import websocket
 
 from worker.testing.postgres import free_port
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-default-apps", "--mute-audio"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--mute-audio",
+]
 
 
 def chromium_path() -> str | None:
@@ -38,8 +47,10 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="iw-chromium-")
         self.port = free_port()
         self.process = subprocess.Popen(
-            [binary, *FLAGS, f"--user-data-dir={self.profile}", f"--remote-debugging-port={self.port}",
-             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [binary, *FLAGS, f"--user-data-dir={self.profile}", f"--remote-debugging-port={self.port}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self._ids = 0
         self.ws = websocket.create_connection(self._tab_ws(), timeout=30, suppress_origin=True)
         self.call("Page.enable")
@@ -91,7 +102,8 @@ class Browser:
         """Click like a person: the element's centre, with real mouse events."""
         box = self.evaluate(
             f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-            f" return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+            f" return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+        )
         x, y = box
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
