@@ -16,8 +16,10 @@ from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import utcnow
 from worker.domain.events import SOURCES
 from worker.engine.postmortem import postmortem_markdown
+from worker.engine.runtime import Runtime
 from worker.engine.simulation import simulate_plans
 from worker.errors import ConfigError, Problem, WebhookRejected
+from worker.http.server import run_background, run_web, serve
 from worker.playbooks.loader import lint_playbook_file, load_playbooks
 from worker.playbooks.schema import playbook_schema
 from worker.settings import Settings
@@ -50,9 +52,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--config", type=Path, default=Path("config"), help="config directory")
     serve.add_argument("--playbooks", type=Path, default=Path("playbooks"), help="playbook directory")
-    serve.add_argument("--workers", type=int, default=1, help="gunicorn worker processes")
+    serve.add_argument("--workers", type=int, default=1, help="gunicorn worker processes (1 suits SQLite)")
     serve.add_argument("--threads", type=int, default=16, help="threads per worker")
+    serve.add_argument("--dry-run", action="store_true", help="plan, gate and record; call nothing that mutates")
     serve.set_defaults(handler=_serve)
+
+    web = sub.add_parser("web", help="only the HTTP server (for deployments that scale it separately)")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=8080)
+    web.add_argument("--config", type=Path, default=Path("config"))
+    web.add_argument("--playbooks", type=Path, default=Path("playbooks"))
+    web.add_argument("--workers", type=int, default=1)
+    web.add_argument("--threads", type=int, default=16)
+    web.add_argument("--dry-run", action="store_true")
+    web.set_defaults(handler=_web)
+
+    background = sub.add_parser("background", help="only the background processing (inbox, executor, comms)")
+    background.add_argument("--config", type=Path, default=Path("config"))
+    background.add_argument("--playbooks", type=Path, default=Path("playbooks"))
+    background.add_argument("--dry-run", action="store_true")
+    background.set_defaults(handler=_background)
 
     simulate = sub.add_parser("simulate", help="classify one webhook body; no side effects, no network")
     simulate.add_argument("file", type=Path)
@@ -63,15 +82,19 @@ def _parser() -> argparse.ArgumentParser:
 
     lint = sub.add_parser("lint", help="validate config and playbooks; path:line:col: message per problem")
     lint.add_argument("paths", nargs="*", type=Path, help="files or directories (default: config playbooks)")
-    lint.add_argument("--config", type=Path, default=Path("config"), help="config directory playbooks are checked against")
+    lint.add_argument(
+        "--config", type=Path, default=Path("config"), help="config directory playbooks are checked against"
+    )
     lint.add_argument("--format", choices=["text", "json"], default="text")
     lint.set_defaults(handler=_lint)
 
     schema = sub.add_parser("schema", help="print the playbook JSON Schema (for editors and CI)")
     schema.set_defaults(handler=_schema)
 
-    for verb, text in (("pause", "stop all new mutations (globally or for one service)"),
-                       ("resume", "allow mutations again")):
+    for verb, text in (
+        ("pause", "stop all new mutations (globally or for one service)"),
+        ("resume", "allow mutations again"),
+    ):
         switch = sub.add_parser(verb, help=text)
         switch.add_argument("--service", help="only this service (default: everything)")
         switch.add_argument("--reason", default="", help="why (shown in /readyz and the console)")
@@ -101,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {}
+    overrides: dict[str, object] = {}
+    if getattr(args, "dry_run", False):
+        overrides["dry_run"] = True
     if getattr(args, "config", None) is not None:
         overrides["config_dir"] = args.config
     if getattr(args, "playbooks", None) is not None:
@@ -110,12 +135,26 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from worker.http.server import serve  # gunicorn is only needed by this verb
-
     settings = _settings(args)
-    load_catalog(settings.config_dir)  # refuse to start on a bad config, with the lint messages
-    migrate.upgrade(make_engine(settings.database_url))
-    serve(settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    Runtime.build(settings).close()  # refuse to start on a bad config or playbook; migrate the database
+    return serve(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        config=settings.config_dir,
+        playbooks=settings.playbooks_dir,
+        dry_run=settings.dry_run,
+    )
+
+
+def _web(args: argparse.Namespace) -> int:
+    run_web(_settings(args), host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    return 0
+
+
+def _background(args: argparse.Namespace) -> int:
+    run_background(_settings(args))
     return 0
 
 
@@ -136,23 +175,26 @@ def _simulate(args: argparse.Namespace) -> int:
     for event in delivery.events:
         routed = route(event, catalog.services)
         verdict = classify(event, tier=routed.tier, config=catalog.severity)
-        events.append({
-            "kind": event.kind.value,
-            "external_id": event.external_id,
-            "title": event.title,
-            "service": routed.service,
-            "in_catalog": routed.entry is not None,
-            "routing": routed.reason,
-            "classification": verdict.as_dict(),
-            "declared": verdict.severity in catalog.severity.declare.severities,
-            "labels": event.labels,
-        })
+        events.append(
+            {
+                "kind": event.kind.value,
+                "external_id": event.external_id,
+                "title": event.title,
+                "service": routed.service,
+                "in_catalog": routed.entry is not None,
+                "routing": routed.reason,
+                "classification": verdict.as_dict(),
+                "declared": verdict.severity in catalog.severity.declare.severities,
+                "labels": event.labels,
+            }
+        )
     playbooks, problems = load_playbooks(settings.playbooks_dir, catalog=catalog, required=False)
     if problems:
         raise ConfigError(problems)
     plans = simulate_plans(delivery.events, catalog=catalog, playbooks=playbooks, settings=settings)
-    print(json.dumps({"source": args.source, "dedup_key": delivery.dedup_key, "events": events, "plans": plans},
-                     indent=2))
+    print(
+        json.dumps({"source": args.source, "dedup_key": delivery.dedup_key, "events": events, "plans": plans}, indent=2)
+    )
     return 0
 
 

@@ -55,8 +55,15 @@ class Runtime:
     loops: dict[str, BackgroundLoop] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, *, clock: Clock = utcnow, migrate_db: bool = True,
-              clients: dict[str, Any] | None = None, executor_options: dict[str, Any] | None = None) -> Runtime:
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock = utcnow,
+        migrate_db: bool = True,
+        clients: dict[str, Any] | None = None,
+        executor_options: dict[str, Any] | None = None,
+    ) -> Runtime:
         """Load config and playbooks (ConfigError lists every problem), open the database, migrate."""
         catalog = load_catalog(settings.config_dir)
         playbooks, problems = load_playbooks(settings.playbooks_dir, catalog=catalog, required=False)
@@ -73,14 +80,29 @@ class Runtime:
         outbound = Clients(settings, **(clients or {}))
         comms = Communications(catalog=catalog)
         runtime = cls(
-            settings=settings, catalog=catalog, playbooks=playbooks, engine=engine, sessions=sessions,
-            readonly_sessions=readonly_session_factory(engine), sources=sources, intake=intake,
+            settings=settings,
+            catalog=catalog,
+            playbooks=playbooks,
+            engine=engine,
+            sessions=sessions,
+            readonly_sessions=readonly_session_factory(engine),
+            sources=sources,
+            intake=intake,
             processor=InboxProcessor(sessions=sessions, sources=sources, intake=intake, clock=clock, holder=holder),
             planner=Planner(catalog=catalog, playbooks=playbooks, settings=settings),
-            executor=Executor(sessions=sessions, catalog=catalog, settings=settings, clients=outbound, holder=holder,
-                              clock=clock, **(executor_options or {})),
+            executor=Executor(
+                sessions=sessions,
+                catalog=catalog,
+                settings=settings,
+                clients=outbound,
+                holder=holder,
+                clock=clock,
+                **(executor_options or {}),
+            ),
             ticks=Ticks(sessions=sessions, catalog=catalog, intake=intake, clock=clock),
-            writer=GroupCommitWriter(sessions), clients=outbound, comms=comms,
+            writer=GroupCommitWriter(sessions),
+            clients=outbound,
+            comms=comms,
             deliverer=StatusDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),
             cadence=Cadence(sessions=sessions, catalog=catalog, clients=outbound, comms=comms, clock=clock),
             clock=clock,
@@ -151,8 +173,12 @@ class Runtime:
                 return False, f"{check.url}: {result.message}"
         return True, f"{len(service.health_checks)} health check(s) passing"
 
-    def start_background(self) -> None:
-        for loop in self.loops.values():
+    def start_background(self, *, poll: float | None = None) -> None:
+        """Start the loops; `poll` makes the inbox and executor look for work that often (another process
+        stores deliveries and decisions, so nothing wakes these loops directly)."""
+        for name, loop in self.loops.items():
+            if poll is not None and name in ("inbox", "executor", "statuspage"):
+                loop._interval = poll
             loop.start()
 
     def wake(self) -> None:

@@ -1,7 +1,18 @@
-"""Run the app under gunicorn: threaded workers, the background loops inside each worker."""
+"""`serve`: the web process (gunicorn, threaded) and the background process, supervised together.
+
+The web process only verifies, stores and answers; processing, execution and status page delivery
+run in a separate process, so webhook latency never waits on the GIL, Route53 or Kubernetes. The
+supervisor restarts the background process if it dies and stops both on SIGTERM/SIGINT.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -10,9 +21,11 @@ from worker.engine.runtime import Runtime
 from worker.http.app import create_app
 from worker.settings import Settings
 
+log = logging.getLogger(__name__)
 
-class WorkerServer(BaseApplication):  # type: ignore[misc]
-    """Gunicorn application: each worker builds its own Runtime after the fork."""
+
+class WebServer(BaseApplication):  # type: ignore[misc]
+    """Gunicorn application: each worker builds its own Runtime (without background loops) after the fork."""
 
     def __init__(self, settings: Settings, options: dict[str, Any]):
         self.settings = settings
@@ -24,14 +37,11 @@ class WorkerServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        # Migrations already ran in the master; each worker opens its own pool after the fork.
-        runtime = Runtime.build(self.settings, migrate_db=False)
-        runtime.start_background()
-        return create_app(runtime)
+        return create_app(Runtime.build(self.settings, migrate_db=False))
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int = 1, threads: int = 16) -> None:
-    """Block serving HTTP on host:port until stopped."""
+def run_web(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:
+    """Serve HTTP only (the `web` verb)."""
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -42,7 +52,85 @@ def serve(settings: Settings, *, host: str, port: int, workers: int = 1, threads
         "keepalive": 5,
         "accesslog": None,
         "errorlog": "-",
-        "loglevel": "info",
-        "proc_name": "incident-worker",
+        "loglevel": "warning",
+        "proc_name": "incident-worker-web",
+        "control_socket_disable": True,
     }
-    WorkerServer(settings, options).run()
+    WebServer(settings, options).run()
+
+
+def run_background(settings: Settings) -> None:
+    """Run the background loops only (the `background` verb) until SIGTERM."""
+    runtime = Runtime.build(settings, migrate_db=False)
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    runtime.start_background(poll=0.25)
+    try:
+        while not stop["now"]:
+            time.sleep(0.2)
+    finally:
+        runtime.close()
+
+
+def serve(
+    *, host: str, port: int, workers: int, threads: int, config: Path, playbooks: Path, dry_run: bool = False
+) -> int:
+    """Supervise the web and background processes; returns the web process's exit code."""
+    common = ["--config", str(config), "--playbooks", str(playbooks)] + (["--dry-run"] if dry_run else [])
+    web_argv = [
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "web",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        *common,
+    ]
+    background_argv = [sys.executable, "-m", "worker.cli", "background", *common]
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    children["background"] = subprocess.Popen(background_argv)
+    children["web"] = subprocess.Popen(web_argv)
+    print(
+        f"incident-worker listening on http://{host}:{port} (web pid {children['web'].pid}, "
+        f"background pid {children['background'].pid})",
+        flush=True,
+    )
+    code = 0
+    try:
+        while not stopping["now"]:
+            if (web := children["web"].poll()) is not None:
+                code = web
+                break
+            if children["background"].poll() is not None:
+                log.error("background process exited with %s; restarting it", children["background"].returncode)
+                time.sleep(1)
+                children["background"] = subprocess.Popen(background_argv)
+            time.sleep(0.2)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in children.values():
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return code

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -38,33 +38,55 @@ def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def insert_deliveries(session: Session, *, items: list[NewDelivery]) -> list[Stored]:
-    """Insert-or-find each delivery in the caller's transaction; duplicates keep the first row."""
+    """Insert-or-find each delivery in the caller's transaction; duplicates keep the first row.
+
+    One multi-row INSERT .. ON CONFLICT DO NOTHING and one SELECT for the whole batch: the group
+    committer calls this with everything queued, so per-row round trips would be the bottleneck.
+    """
+    if not items:
+        return []
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    results = []
+    unique: dict[tuple[str, str], NewDelivery] = {}
     for item in items:
-        statement = (
-            insert(Delivery)
-            .values(
-                source=item.source,
-                dedup_key=item.dedup_key,
-                headers=item.headers,
-                body=item.body,
-                received_at=item.received_at,
-                state="pending",
-                attempts=0,
+        unique.setdefault((item.source, item.dedup_key), item)
+    rows = [
+        {
+            "source": i.source,
+            "dedup_key": i.dedup_key,
+            "headers": i.headers,
+            "body": i.body,
+            "received_at": i.received_at,
+            "state": "pending",
+            "attempts": 0,
+        }
+        for i in unique.values()
+    ]
+    inserted = session.execute(
+        insert(Delivery)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["source", "dedup_key"])
+        .returning(Delivery.id, Delivery.source, Delivery.dedup_key)
+    ).all()
+    new = {(row.source, row.dedup_key): row.id for row in inserted}
+    missing = [key for key in unique if key not in new]
+    existing: dict[tuple[str, str], int] = {}
+    if missing:
+        found = session.execute(
+            select(Delivery.id, Delivery.source, Delivery.dedup_key).where(
+                tuple_(Delivery.source, Delivery.dedup_key).in_(missing)
             )
-            .on_conflict_do_nothing(index_elements=["source", "dedup_key"])
-            .returning(Delivery.id)
-        )
-        new_id = session.execute(statement).scalar_one_or_none()
-        if new_id is not None:
-            results.append(Stored(new_id, duplicate=False))
-            continue
-        existing = session.execute(
-            select(Delivery.id).where(Delivery.source == item.source, Delivery.dedup_key == item.dedup_key)
-        ).scalar_one()
-        results.append(Stored(existing, duplicate=True))
+        ).all()
+        existing = {(row.source, row.dedup_key): row.id for row in found}
+    results = []
+    first_seen: set[tuple[str, str]] = set()
+    for item in items:
+        key = (item.source, item.dedup_key)
+        if key in new and key not in first_seen:
+            first_seen.add(key)
+            results.append(Stored(new[key], duplicate=False))
+        else:
+            results.append(Stored(new.get(key) or existing[key], duplicate=True))
     return results
 
 
