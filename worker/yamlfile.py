@@ -138,7 +138,8 @@ def _scalar(node: nodes.Node) -> Any:
 
 def _clean_loc(loc: tuple[Any, ...]) -> PathKey:
     # pydantic adds union-member and function-validator names to locations; they are not YAML keys.
-    return tuple(part for part in loc if isinstance(part, int) or not str(part).startswith(("function-", "tagged-union")))
+    internal = ("function-", "tagged-union")
+    return tuple(part for part in loc if isinstance(part, int) or not str(part).startswith(internal))
 
 
 def _message(error: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import Field
@@ -33,7 +34,7 @@ class HttpRequest(Action[HttpRequestParams], name="http.request"):
         return [("url", problem)] if problem else []
 
     def describe(self, params: HttpRequestParams) -> str:
-        body = "" if params.json_body is None else f" with JSON {params.json_body}"
+        body = "" if params.json_body is None else f" with JSON {json.dumps(params.json_body, sort_keys=True)}"
         return f"{params.method} {params.url}{body}"
 
     def preview(self, params: HttpRequestParams, ctx: ActionContext) -> Preview:

@@ -36,7 +36,8 @@ class AlertEvent(BaseModel):
     source: SourceName
     kind: EventKind
     event_key: str = Field(description="Unique key of this event, for per-event de-duplication.")
-    external_id: str | None = Field(description="Provider id of the alert or incident (PD incident, Opsgenie alertId, AM fingerprint).")
+    # PagerDuty incident id, Opsgenie alertId or Alertmanager fingerprint.
+    external_id: str | None = Field(description="Provider id of the alert or incident.")
     group_key: str | None = None  # PD incident_key, Opsgenie alias, AM groupKey: alerts of one issue
     title: str = ""
     service_name: str | None = None  # the provider's own name for the service

@@ -29,7 +29,8 @@ def list_incidents() -> Response:
     status = args.get("status") or None
     severity = (args.get("severity") or "").upper() or None
     if status and status not in IncidentStatus.__members__.values():
-        raise WebhookRejected(400, f"status must be one of {', '.join(s.value for s in IncidentStatus)}", field="status")
+        allowed = ", ".join(s.value for s in IncidentStatus)
+        raise WebhookRejected(400, f"status must be one of {allowed}", field="status")
     if severity and severity not in Severity.__members__:
         raise WebhookRejected(400, "severity must be one of SEV1, SEV2, SEV3, SEV4", field="severity")
     limit = _int_arg("limit", default=50, low=1, high=200)

@@ -25,9 +25,11 @@ def receive(source_name: str) -> tuple[Response, int]:
     runtime: Runtime = current_app.extensions["runtime"]
     source = runtime.sources.get(source_name)
     if source is None:
-        raise WebhookRejected(404, f"unknown webhook source {source_name!r} (known: {', '.join(sorted(runtime.sources))})")
+        known = ", ".join(sorted(runtime.sources))
+        raise WebhookRejected(404, f"unknown webhook source {source_name!r} (known: {known})")
     if not source.enabled():
-        raise WebhookRejected(404, f"webhook source {source_name!r} is disabled: set {_SECRET_ENV[source_name]} to enable it")
+        variable = _SECRET_ENV[source_name]
+        raise WebhookRejected(404, f"webhook source {source_name!r} is disabled: set {variable} to enable it")
     length = request.content_length
     if length is not None and length > runtime.settings.max_body_bytes:
         raise WebhookRejected(413, "request body too large (limit 1 MiB)")

@@ -84,7 +84,9 @@ class Opsgenie(Source):
         expected = self.settings.opsgenie_webhook_token.get_secret_value()
         given = headers.get("X-Worker-Token") or _basic_password(headers.get("Authorization", ""))
         if not given:
-            raise WebhookRejected(401, "missing token: send X-Worker-Token or HTTP basic auth with the token as password")
+            raise WebhookRejected(
+                401, "missing token: send X-Worker-Token or HTTP basic auth with the token as password"
+            )
         if not constant_time_equal(given, expected):
             raise WebhookRejected(401, "invalid token")
 
@@ -93,7 +95,8 @@ class Opsgenie(Source):
         alert = payload.alert
         if payload.action.startswith("Escalate"):
             # Escalate carries only alertId; its own ids and repeat count make it unique.
-            key = f"{alert.alertId}|{payload.action}|{payload.escalationId}|{payload.escalationTime}|{payload.repeatCount}"
+            parts = (alert.alertId, payload.action, payload.escalationId, payload.escalationTime, payload.repeatCount)
+            key = "|".join(str(p) for p in parts)
         else:
             key = f"{alert.alertId}|{payload.action}|{alert.updatedAt}"
         kind = KINDS.get(payload.action, EventKind.UPDATED)

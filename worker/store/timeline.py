@@ -74,7 +74,8 @@ def verify(session: Session, *, incident_id: int) -> ChainReport:
     for entry in entries:
         count += 1
         if entry.prev_hash != prev:
-            return ChainReport(False, count, entry.id, "link to the previous entry is broken (entry removed or reordered)")
+            reason = "link to the previous entry is broken (entry removed or reordered)"
+            return ChainReport(False, count, entry.id, reason)
         expected = entry_hash(
             prev_hash=prev, incident_id=entry.incident_id, at=entry.at, kind=entry.kind,
             message=entry.message, data=entry.data,

@@ -99,12 +99,13 @@ class Browser:
         return str(self.evaluate("document.body ? document.body.innerText : ''"))
 
     def click(self, selector: str) -> None:
-        """Click like a person: the element's centre, with real mouse events."""
+        """Click like a person: scroll the element into view, then real mouse events at its centre."""
         box = self.evaluate(
-            f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-            f" return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView({{block: 'center'}});"
+            f" const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
         )
         x, y = box
+        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
         for kind in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 

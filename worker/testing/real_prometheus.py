@@ -53,6 +53,7 @@ class RealPrometheus:
             "scrape_configs:\n"
             f"  - job_name: checkout\n    static_configs: [{{targets: ['127.0.0.1:{self.target.server.port}']}}]\n"
         )
+        self._log = open(self.dir / "log", "wb")  # noqa: SIM115 - closed in stop(), lives as long as Prometheus
         self.process = subprocess.Popen(
             [
                 binary,
@@ -63,7 +64,7 @@ class RealPrometheus:
                 "--log.level=warn",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "log", "wb"),  # noqa: SIM115 - lives as long as the process
+            stderr=self._log,
         )
         self.wait_for_value(self.target.value)
         return self
@@ -95,6 +96,8 @@ class RealPrometheus:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.target.server.stop()
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RealPrometheus:
