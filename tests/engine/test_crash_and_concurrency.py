@@ -67,7 +67,7 @@ def test_a_crash_after_the_call_does_not_repeat_the_mutation(database_url: str, 
         assert h.steps() == {"rollback": "succeeded"}
         assert h.cluster.mutations == [("rollout_undo", 2)]  # applied exactly once
         messages = [e["message"] for e in h.incident()["timeline"]]
-        assert any("resuming after a restart" in m for m in messages)
+        assert any("found already applied after a restart" in m for m in messages), "\n".join(messages)
     finally:
         h.close()
 

@@ -29,7 +29,7 @@ class RolloutUndo(Action[RolloutUndoParams], name="kubernetes.rollout_undo"):
         return f"roll back deployment {params.namespace}/{params.deployment} to {to}"
 
     def preview(self, params: RolloutUndoParams, ctx: ActionContext) -> Preview:
-        # Undo twice flips back: the target revision is fixed here, so running the step again repeats it.
+        # Undo twice flips back: the target revision is fixed here; already_applied() recognises its template.
         plan = ctx.require_clients().kubernetes.plan_rollout_undo(
             namespace=params.namespace, deployment=params.deployment, to_revision=params.to_revision
         )
@@ -45,6 +45,7 @@ class RolloutUndo(Action[RolloutUndoParams], name="kubernetes.rollout_undo"):
                 "target_revision": plan.target_revision,
                 "target_images": images,
                 "current_images": _images(plan.current_template),
+                "target_template_fingerprint": plan.target_fingerprint,
             },
             state_fingerprint=plan.state_fingerprint,
             resolved_params={"to_revision": plan.target_revision},
@@ -62,8 +63,15 @@ class RolloutUndo(Action[RolloutUndoParams], name="kubernetes.rollout_undo"):
             output={"revision": revision, "skipped": result.skipped},
         )
 
+    def already_applied(self, params: RolloutUndoParams, ctx: ActionContext, preview: Preview) -> bool:
+        # The controller renumbers the restored revision, so "done" is judged by the template, not the number.
+        state = ctx.require_clients().kubernetes.get_deployment_state(
+            namespace=params.namespace, deployment=params.deployment
+        )
+        return bool(state.template_fingerprint == preview.details.get("target_template_fingerprint"))
+
     def repeatable(self, params: RolloutUndoParams) -> bool:
-        return True  # with the revision fixed at plan time, a second undo is kubectl's "skipped rollback"
+        return True  # not yet at the target template: the revision fixed at plan time is still in history
 
 
 def _images(template: dict) -> list[str]:  # type: ignore[type-arg]

@@ -45,6 +45,7 @@ class StubCluster:
             target_template={"spec": {"containers": [{"name": "app", "image": f"checkout:{target}"}]}},
             current_template={"spec": {"containers": [{"name": "app", "image": f"checkout:{self.revision}"}]}},
             state_fingerprint=f"revision-{self.revision}",
+            target_fingerprint=f"checkout:{target}",
         )
 
     def rollout_undo(self, *, namespace: str, deployment: str, to_revision: int | None = None) -> Any:
@@ -60,6 +61,7 @@ class StubCluster:
             replicas=self.replicas,
             paused=False,
             fingerprint=f"revision-{self.revision}-replicas-{self.replicas}",
+            template_fingerprint=f"checkout:{self.revision}",
         )
 
     def rollout_restart(self, *, namespace: str, deployment: str, at: datetime) -> Any:
