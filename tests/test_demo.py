@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from conftest import ROOT
+
 from worker.testing.postgres import free_port
 
 
