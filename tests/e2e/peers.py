@@ -19,7 +19,9 @@ from conftest import CONFIG, PLAYBOOKS
 from worker.testing.fake_flags import FakeFlags
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.fake_pagerduty import FakePagerDuty
+from worker.testing.fake_statuspage import FakeStatuspage
 from worker.testing.live import LiveWorker
+from worker.testing.postgres import free_port
 from worker.testing.real_prometheus import MetricTarget, RealPrometheus
 
 SECRET = "e2e-pd-secret"  # noqa: S105 - test signing secret
@@ -45,6 +47,7 @@ class Peers:
         self.flags = FakeFlags(flags={"new-checkout-flow": True}, token=FLAGS_TOKEN).start()
         self.pagerduty = FakePagerDuty(tls=True).start()
         self.opsgenie = FakeOpsgenie().start()
+        self.statuspage = FakeStatuspage().start()
         self.metric = MetricTarget(value=0.001)
         self.prometheus = RealPrometheus(self.metric).start()
         self.config = tmp / "config"
@@ -68,18 +71,18 @@ class Peers:
             "WORKER_OPSGENIE_API_URL": self.opsgenie.url,
             "WORKER_SECRET_FLAGS_TOKEN": FLAGS_TOKEN,
             "WORKER_RESOLUTION_HOLD": "1s",
+            "WORKER_STATUSPAGE_API_KEY": self.statuspage.api_key,
+            "WORKER_STATUSPAGE_PAGE_ID": self.statuspage.page_id,
+            "WORKER_STATUSPAGE_API_URL": self.statuspage.url,
             **(extra_env or {}),
         }
         self.worker: LiveWorker | None = None
 
     def start_worker(self) -> LiveWorker:
+        port = free_port()
+        self.env["WORKER_PUBLIC_URL"] = f"http://127.0.0.1:{port}"  # links point at the worker itself
         self.worker = LiveWorker(
-            env=self.env, cwd=self.tmp, config_dir=self.config, playbooks_dir=self.playbooks
-        ).start()
-        self.env["WORKER_PUBLIC_URL"] = self.worker.url  # links point at the worker itself
-        self.worker.stop()
-        self.worker = LiveWorker(
-            env=self.env, cwd=self.tmp, config_dir=self.config, playbooks_dir=self.playbooks, port=self.worker.port
+            env=self.env, cwd=self.tmp, config_dir=self.config, playbooks_dir=self.playbooks, port=port
         ).start()
         return self.worker
 
@@ -159,5 +162,11 @@ class Peers:
     def stop(self) -> None:
         if self.worker is not None:
             self.worker.stop()
-        for stop in (self.flags.stop, self.pagerduty.stop, self.opsgenie.stop, self.prometheus.stop):
+        for stop in (
+            self.flags.stop,
+            self.pagerduty.stop,
+            self.opsgenie.stop,
+            self.prometheus.stop,
+            self.statuspage.stop,
+        ):
             stop()

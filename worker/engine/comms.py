@@ -38,6 +38,7 @@ DEFAULT_TEMPLATES = {
     "still_investigating": "We are still investigating the issue affecting {{ service_name }}.",
     "downgraded": "The impact on {{ service_name }} has been reduced. We continue to work on it.",
 }
+LEASE = "statuspage"
 ORDER = {"investigating": 0, "identified": 1, "monitoring": 2, "resolved": 3}
 
 
@@ -199,7 +200,7 @@ class StatusDeliverer:
             return 0
         now = self.clock()
         with self.sessions.begin() as session:
-            if not leases.acquire(session, name="statuspage", holder=self.holder, now=now, ttl=timedelta(seconds=60)):
+            if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=timedelta(seconds=15)):
                 return 0
             heads = session.execute(
                 select(StatusUpdate.incident_id, func.min(StatusUpdate.seq))
@@ -217,6 +218,10 @@ class StatusDeliverer:
                         )
                     ).scalar_one()
         return sent
+
+    def release(self) -> None:
+        with self.sessions.begin() as session:
+            leases.release(session, name=LEASE, holder=self.holder)
 
     def _send(self, incident_id: int, seq: int) -> bool:
         now = self.clock()

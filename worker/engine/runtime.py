@@ -198,4 +198,5 @@ class Runtime:
             loop.stop()
         self.writer.close()
         self.processor.release()
+        self.deliverer.release()
         self.engine.dispose()
