@@ -30,39 +30,69 @@ ESCALATION_ID = "a2d3e7e0-6f1c-4d2b-9b1e-6a0c5b1f7d11"
 # (Apache-2.0; descriptions and x-* keys dropped). Copied so the contract test runs wherever the repo does;
 # test_embedded_definitions_match_the_published_spec keeps the copy honest when the full spec is at hand.
 DEFINITIONS: dict[str, Any] = {
-    "AddNoteToAlertPayload": {"type": "object", "required": ["note"],
-                              "allOf": [{"$ref": "#/definitions/AlertActionPayload"}]},
-    "AlertActionPayload": {"type": "object", "properties": {"user": {"type": "string"}, "note": {"type": "string"},
-                                                            "source": {"type": "string"}}},
+    "AddNoteToAlertPayload": {
+        "type": "object",
+        "required": ["note"],
+        "allOf": [{"$ref": "#/definitions/AlertActionPayload"}],
+    },
+    "AlertActionPayload": {
+        "type": "object",
+        "properties": {"user": {"type": "string"}, "note": {"type": "string"}, "source": {"type": "string"}},
+    },
     "EscalateAlertToNextPayload": {
         "type": "object",
-        "allOf": [{"$ref": "#/definitions/AlertActionPayload"},
-                  {"required": ["escalation"],
-                   "properties": {"escalation": {"$ref": "#/definitions/EscalationRecipient"}}}]},
-    "EscalationRecipient": {"allOf": [{"$ref": "#/definitions/Recipient"},
-                                      {"type": "object", "properties": {"name": {"type": "string"}}}]},
-    "Recipient": {"type": "object", "discriminator": "type", "required": ["type"],
-                  "properties": {"type": {"type": "string", "enum": ["all", "none", "user", "escalation", "schedule",
-                                                                     "team", "group"]},
-                                 "id": {"type": "string"}}},
-    "SuccessResponse": {"type": "object",
-                        "allOf": [{"$ref": "#/definitions/BaseResponse"},
-                                  {"properties": {"result": {"type": "string"},
-                                                  "data": {"$ref": "#/definitions/SuccessData"}}}]},
-    "BaseResponse": {"type": "object", "required": ["requestId", "took"],
-                     "properties": {"requestId": {"type": "string"},
-                                    "took": {"type": "number", "format": "float", "default": 0}}},
+        "allOf": [
+            {"$ref": "#/definitions/AlertActionPayload"},
+            {"required": ["escalation"], "properties": {"escalation": {"$ref": "#/definitions/EscalationRecipient"}}},
+        ],
+    },
+    "EscalationRecipient": {
+        "allOf": [{"$ref": "#/definitions/Recipient"}, {"type": "object", "properties": {"name": {"type": "string"}}}]
+    },
+    "Recipient": {
+        "type": "object",
+        "discriminator": "type",
+        "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "enum": ["all", "none", "user", "escalation", "schedule", "team", "group"]},
+            "id": {"type": "string"},
+        },
+    },
+    "SuccessResponse": {
+        "type": "object",
+        "allOf": [
+            {"$ref": "#/definitions/BaseResponse"},
+            {"properties": {"result": {"type": "string"}, "data": {"$ref": "#/definitions/SuccessData"}}},
+        ],
+    },
+    "BaseResponse": {
+        "type": "object",
+        "required": ["requestId", "took"],
+        "properties": {"requestId": {"type": "string"}, "took": {"type": "number", "format": "float", "default": 0}},
+    },
     "SuccessData": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}}},
-    "ErrorResponse": {"type": "object",
-                      "allOf": [{"$ref": "#/definitions/BaseResponse"},
-                                {"properties": {"message": {"type": "string"},
-                                                "code": {"type": "integer", "format": "int32"},
-                                                "responseHeaders": {"type": "object", "additionalProperties": {
-                                                    "type": "array", "items": {"type": "string"}}}}}]},
+    "ErrorResponse": {
+        "type": "object",
+        "allOf": [
+            {"$ref": "#/definitions/BaseResponse"},
+            {
+                "properties": {
+                    "message": {"type": "string"},
+                    "code": {"type": "integer", "format": "int32"},
+                    "responseHeaders": {
+                        "type": "object",
+                        "additionalProperties": {"type": "array", "items": {"type": "string"}},
+                    },
+                }
+            },
+        ],
+    },
 }
-SPEC_CANDIDATES = [Path(os.environ.get("OPSGENIE_SWAGGER", "/nonexistent")),
-                   Path(__file__).resolve().parents[1] / "fixtures" / "specs" / "opsgenie" / "swagger.json",
-                   Path("/work/shared/specs/opsgenie/swagger.json")]
+SPEC_CANDIDATES = [
+    Path(os.environ.get("OPSGENIE_SWAGGER", "/nonexistent")),
+    Path(__file__).resolve().parents[1] / "fixtures" / "specs" / "opsgenie" / "swagger.json",
+    Path("/work/shared/specs/opsgenie/swagger.json"),
+]
 
 
 def _validate(instance: Any, definition: str) -> None:
@@ -100,11 +130,21 @@ def test_add_note_sends_a_spec_conforming_request(og: FakeOpsgenie, client: Opsg
     assert sent["query"] == {"identifierType": "id"}
     assert sent["headers"]["Authorization"] == f"GenieKey {KEY}"  # the SDK adds the prefix to the raw key
     assert sent["headers"]["Content-Type"] == "application/json"
-    assert sent["json"] == {"note": "Rolling back checkout — approved ✓", "user": "incident-worker",
-                            "source": "incident-worker"}
+    assert sent["json"] == {
+        "note": "Rolling back checkout — approved ✓",
+        "user": "incident-worker",
+        "source": "incident-worker",
+    }
     _validate(sent["json"], "AddNoteToAlertPayload")
-    assert og.notes == [{"alert_id": ALERT, "note": "Rolling back checkout — approved ✓", "user": "incident-worker",
-                         "source": "incident-worker", "request_id": request_id}]
+    assert og.notes == [
+        {
+            "alert_id": ALERT,
+            "note": "Rolling back checkout — approved ✓",
+            "user": "incident-worker",
+            "source": "incident-worker",
+            "request_id": request_id,
+        }
+    ]
 
 
 def test_add_note_without_user_leaves_it_out(og: FakeOpsgenie, client: OpsgenieClient) -> None:
@@ -124,8 +164,12 @@ def test_add_note_is_asynchronous_like_opsgenie(og: FakeOpsgenie, client: Opsgen
 def test_fake_answers_match_the_spec(og: FakeOpsgenie) -> None:
     def call(method: str, path: str, body: dict[str, Any] | None = None, key: str = KEY) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(og.url + path, method=method, data=data, headers={
-            "Authorization": f"GenieKey {key}", "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            og.url + path,
+            method=method,
+            data=data,
+            headers={"Authorization": f"GenieKey {key}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=5) as answer:
                 return answer.status, json.load(answer)
@@ -136,8 +180,11 @@ def test_fake_answers_match_the_spec(og: FakeOpsgenie) -> None:
     status, accepted = call("POST", f"/v2/alerts/{ALERT}/notes?identifierType=id", {"note": "x"})
     assert status == 202 and accepted["result"] == "Request will be processed"
     _validate(accepted, "SuccessResponse")
-    errors = [call("GET", "/v2/alerts/nope"), call("GET", f"/v2/alerts/{ALERT}", key="wrong"),
-              call("POST", f"/v2/alerts/{ALERT}/notes", {"user": "x"})]
+    errors = [
+        call("GET", "/v2/alerts/nope"),
+        call("GET", f"/v2/alerts/{ALERT}", key="wrong"),
+        call("POST", f"/v2/alerts/{ALERT}/notes", {"user": "x"}),
+    ]
     assert [status for status, _ in errors] == [404, 401, 422]
     for _, error in errors:
         # Open-world here: real 422 answers carry an "errors" map the spec does not declare.
@@ -156,25 +203,35 @@ def test_get_owner_of_missing_alert_is_permanent_with_opsgenies_message(client: 
     assert str(caught.value) == "Opsgenie read alert nope: 404 Alert does not exist"
 
 
-@pytest.mark.parametrize(("escalation", "recipient"), [
-    ("Checkout escalation", {"type": "escalation", "name": "Checkout escalation"}),
-    (ESCALATION_ID, {"type": "escalation", "id": ESCALATION_ID}),
-])
-def test_escalate_sends_a_spec_conforming_recipient(og: FakeOpsgenie, client: OpsgenieClient, escalation: str,
-                                                    recipient: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("escalation", "recipient"),
+    [
+        ("Checkout escalation", {"type": "escalation", "name": "Checkout escalation"}),
+        (ESCALATION_ID, {"type": "escalation", "id": ESCALATION_ID}),
+    ],
+)
+def test_escalate_sends_a_spec_conforming_recipient(
+    og: FakeOpsgenie, client: OpsgenieClient, escalation: str, recipient: dict[str, str]
+) -> None:
     client.escalate(ALERT, escalation, note="no progress for 30m")
 
     sent = og.requests[-1]
-    assert (sent["method"], sent["path"], sent["query"]) == ("POST", f"/v2/alerts/{ALERT}/escalate",
-                                                             {"identifierType": "id"})
+    assert (sent["method"], sent["path"], sent["query"]) == (
+        "POST",
+        f"/v2/alerts/{ALERT}/escalate",
+        {"identifierType": "id"},
+    )
     assert sent["json"] == {"escalation": recipient, "source": "incident-worker", "note": "no progress for 30m"}
     _validate(sent["json"], "EscalateAlertToNextPayload")
     assert og.escalations[0]["escalation"] == recipient
 
 
 def test_empty_inputs_are_refused_locally(og: FakeOpsgenie, client: OpsgenieClient) -> None:
-    for call in (lambda: client.add_note(ALERT, " "), lambda: client.add_note("", "x"),
-                 lambda: client.escalate(ALERT, "")):
+    for call in (
+        lambda: client.add_note(ALERT, " "),
+        lambda: client.add_note("", "x"),
+        lambda: client.escalate(ALERT, ""),
+    ):
         with pytest.raises(PermanentError):
             call()
     assert og.requests == []
@@ -191,8 +248,11 @@ def test_429_is_transient_with_retry_after_and_not_retried_by_the_sdk(og: FakeOp
 
 def test_retry_after_wins_and_http_dates_use_the_injected_clock(og: FakeOpsgenie) -> None:
     now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-    og.fail_next(1, 429, {"Retry-After": format_datetime(now + timedelta(seconds=12), usegmt=True),
-                          "X-RateLimit-Period-In-Sec": "60"})
+    og.fail_next(
+        1,
+        429,
+        {"Retry-After": format_datetime(now + timedelta(seconds=12), usegmt=True), "X-RateLimit-Period-In-Sec": "60"},
+    )
     c = OpsgenieClient(api_key=KEY, api_url=og.url, retries=0, clock=lambda: now)
     with pytest.raises(TransientError) as caught:
         c.add_note(ALERT, "hello")
@@ -221,15 +281,22 @@ def test_no_retries_when_disabled(og: FakeOpsgenie) -> None:
     assert len(og.requests) == 1
 
 
-@pytest.mark.parametrize(("status", "body", "message"), [
-    (400, {"message": "Invalid identifier type"}, "400 Invalid identifier type"),
-    (403, {"message": "Key does not have permission"}, "403 Key does not have permission"),
-    (422, {"message": "Request body is not processable.", "errors": {"note": "too long"}},
-     "422 Request body is not processable. (note: too long)"),
-    (404, "<html>not found</html>", "404 <html>not found</html>"),
-])
-def test_other_4xx_are_permanent_with_opsgenies_message(og: FakeOpsgenie, client: OpsgenieClient, status: int,
-                                                        body: Any, message: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (400, {"message": "Invalid identifier type"}, "400 Invalid identifier type"),
+        (403, {"message": "Key does not have permission"}, "403 Key does not have permission"),
+        (
+            422,
+            {"message": "Request body is not processable.", "errors": {"note": "too long"}},
+            "422 Request body is not processable. (note: too long)",
+        ),
+        (404, "<html>not found</html>", "404 <html>not found</html>"),
+    ],
+)
+def test_other_4xx_are_permanent_with_opsgenies_message(
+    og: FakeOpsgenie, client: OpsgenieClient, status: int, body: Any, message: str
+) -> None:
     og.fail_next(1, status, body=body)
     with pytest.raises(PermanentError) as caught:
         client.add_note(ALERT, "hello")

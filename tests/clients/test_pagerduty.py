@@ -34,14 +34,21 @@ def pd() -> Iterator[FakePagerDuty]:
 
 @pytest.fixture
 def client(pd: FakePagerDuty) -> Iterator[PagerDutyClient]:
-    with PagerDutyClient(api_token=SecretStr(TOKEN), from_email=FROM, api_url=pd.url, verify=pd.ca_path,
-                         timeout=5.0) as c:
+    with PagerDutyClient(
+        api_token=SecretStr(TOKEN), from_email=FROM, api_url=pd.url, verify=pd.ca_path, timeout=5.0
+    ) as c:
         yield c
 
 
 def _client(pd: FakePagerDuty, **overrides: object) -> PagerDutyClient:
-    options: dict[str, object] = {"api_token": TOKEN, "from_email": FROM, "api_url": pd.url, "verify": pd.ca_path,
-                                  "timeout": 5.0, **overrides}
+    options: dict[str, object] = {
+        "api_token": TOKEN,
+        "from_email": FROM,
+        "api_url": pd.url,
+        "verify": pd.ca_path,
+        "timeout": 5.0,
+        **overrides,
+    }
     return PagerDutyClient(**options)  # type: ignore[arg-type]
 
 
@@ -77,10 +84,15 @@ def test_empty_note_is_refused_locally(pd: FakePagerDuty, client: PagerDutyClien
 def test_get_assignees_reads_incident_then_each_user(pd: FakePagerDuty, client: PagerDutyClient) -> None:
     people = client.get_assignees("Q1ABCDEF")
 
-    assert people == [Person(name="Ada Lovelace", email="ada@example.com", pagerduty_user_id="PADA001"),
-                      Person(name="Grace Hopper", email="grace@example.com", pagerduty_user_id="PGRC002")]
+    assert people == [
+        Person(name="Ada Lovelace", email="ada@example.com", pagerduty_user_id="PADA001"),
+        Person(name="Grace Hopper", email="grace@example.com", pagerduty_user_id="PGRC002"),
+    ]
     assert [(r["method"], r["path"]) for r in pd.requests] == [
-        ("GET", "/incidents/Q1ABCDEF"), ("GET", "/users/PADA001"), ("GET", "/users/PGRC002")]
+        ("GET", "/incidents/Q1ABCDEF"),
+        ("GET", "/users/PADA001"),
+        ("GET", "/users/PGRC002"),
+    ]
     assert all(r["headers"]["Authorization"] == f"Token token={TOKEN}" for r in pd.requests)
 
 
@@ -126,8 +138,9 @@ def test_escalate_refuses_invalid_levels_locally(pd: FakePagerDuty, client: Page
 def test_escalate_beyond_the_policy_is_permanent_with_pagerduty_details(client: PagerDutyClient) -> None:
     with pytest.raises(PermanentError) as caught:
         client.escalate("Q1ABCDEF", 9)
-    assert str(caught.value) == ("PagerDuty escalate incident Q1ABCDEF: 400 Invalid Input Provided "
-                                 "(Escalation level must be between 1 and 3)")
+    assert str(caught.value) == (
+        "PagerDuty escalate incident Q1ABCDEF: 400 Invalid Input Provided (Escalation level must be between 1 and 3)"
+    )
 
 
 def test_429_is_transient_with_ratelimit_reset_and_not_retried(pd: FakePagerDuty, client: PagerDutyClient) -> None:
@@ -269,8 +282,10 @@ def test_mock_transport_can_stand_in_for_the_network() -> None:
         seen.append(request)
         return httpx2.Response(503, headers={"Retry-After": "4"}, json={"error": {"message": "Unavailable"}})
 
-    with PagerDutyClient(api_token=TOKEN, from_email=FROM, transport=httpx2.MockTransport(handler)) as c, \
-            pytest.raises(TransientError, match="503 Unavailable") as caught:
+    with (
+        PagerDutyClient(api_token=TOKEN, from_email=FROM, transport=httpx2.MockTransport(handler)) as c,
+        pytest.raises(TransientError, match="503 Unavailable") as caught,
+    ):
         c.escalate("Q1ABCDEF", 2)
     assert caught.value.retry_after == 4.0
     assert str(seen[0].url) == "https://api.pagerduty.com/incidents/Q1ABCDEF"
@@ -279,6 +294,8 @@ def test_mock_transport_can_stand_in_for_the_network() -> None:
 
 def test_unexpected_success_body_is_permanent() -> None:
     transport = httpx2.MockTransport(lambda request: httpx2.Response(200, json={"incident": {"title": "no id"}}))
-    with PagerDutyClient(api_token=TOKEN, from_email=FROM, transport=transport) as c, \
-            pytest.raises(PermanentError, match="unexpected shape"):
+    with (
+        PagerDutyClient(api_token=TOKEN, from_email=FROM, transport=transport) as c,
+        pytest.raises(PermanentError, match="unexpected shape"),
+    ):
         c.get_assignees("Q1ABCDEF")

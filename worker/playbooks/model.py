@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from worker.domain.durations import Duration
 from worker.domain.events import SourceName
@@ -17,6 +17,16 @@ def _listify(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+def _one_or_many(item: dict[str, Any]) -> WithJsonSchema:
+    """Schema for a field written as one value or a list of them."""
+    return WithJsonSchema({"anyOf": [item, {"type": "array", "items": item, "minItems": 1}]})
+
+
+_SERVICES = _one_or_many({"type": "string"})
+_SEVERITIES = _one_or_many({"enum": [s.value for s in Severity]})
+_SOURCES = _one_or_many({"enum": ["pagerduty", "opsgenie", "alertmanager"]})
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -24,11 +34,11 @@ class _Model(BaseModel):
 class Match(_Model):
     """All given conditions must hold for a playbook to apply to an incident."""
 
-    service: Annotated[list[str], BeforeValidator(_listify)] = Field(
+    service: Annotated[list[str], BeforeValidator(_listify), _SERVICES] = Field(
         description="Catalog service name(s) the playbook belongs to.", min_length=1
     )
-    severity: Annotated[list[Severity], BeforeValidator(_listify)] | None = None
-    source: Annotated[list[SourceName], BeforeValidator(_listify)] | None = None
+    severity: Annotated[list[Severity], BeforeValidator(_listify), _SEVERITIES] | None = None
+    source: Annotated[list[SourceName], BeforeValidator(_listify), _SOURCES] | None = None
     title: str | None = Field(default=None, description="Regular expression searched in alert titles.")
     labels: dict[str, str] | None = Field(default=None, description="Equality on alert labels/tags/details.")
 
