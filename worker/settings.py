@@ -38,6 +38,9 @@ class Settings(BaseModel):
     dry_run: bool = False
     resolution_hold: timedelta | None = None
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    executor_claim_seconds: float = Field(
+        default=30.0, gt=0, description="How long a crashed executor's claim blocks others."
+    )
     template_secrets: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
 
     @classmethod
@@ -73,11 +76,11 @@ class Settings(BaseModel):
             if (value := get(name)) is not None:
                 values[field] = SecretStr(value)
         if (secrets := get("PAGERDUTY_WEBHOOK_SECRETS")) is not None:
-            values["pagerduty_webhook_secrets"] = tuple(
-                SecretStr(s.strip()) for s in secrets.split(",") if s.strip()
-            )
+            values["pagerduty_webhook_secrets"] = tuple(SecretStr(s.strip()) for s in secrets.split(",") if s.strip())
         if (dry := get("DRY_RUN")) is not None:
             values["dry_run"] = dry.lower() in {"1", "true", "yes", "on"}
+        if (claim := get("EXECUTOR_CLAIM_SECONDS")) is not None:
+            values["executor_claim_seconds"] = float(claim)
         if (hold := get("RESOLUTION_HOLD")) is not None:
             values["resolution_hold"] = parse_duration(hold)
         values["template_secrets"] = {

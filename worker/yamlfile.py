@@ -55,9 +55,7 @@ class YamlDocument:
         line, col = self.position(path, at_key=at_key)
         return Problem(self.file, line, col, format_path(path), message)
 
-    def validation_problems(
-        self, exc: ValidationError, *, prefix: PathKey = (), suffix: str = ""
-    ) -> list[Problem]:
+    def validation_problems(self, exc: ValidationError, *, prefix: PathKey = (), suffix: str = "") -> list[Problem]:
         """Map pydantic errors onto the YAML positions of the fields they name."""
         problems = []
         for error in exc.errors(include_url=False):

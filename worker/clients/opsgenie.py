@@ -80,14 +80,20 @@ class OpsgenieClient:
         if not note.strip():
             raise PermanentError("Opsgenie note is empty")
         payload = opsgenie_sdk.AddNoteToAlertPayload(note=note, user=user, source=self.source)
-        answer = self._invoke(f"add a note to alert {alert_id}", self._alerts.add_note,
-                              _identifier(alert_id), payload, identifier_type="id")
+        answer = self._invoke(
+            f"add a note to alert {alert_id}",
+            self._alerts.add_note,
+            _identifier(alert_id),
+            payload,
+            identifier_type="id",
+        )
         return str(answer.request_id)
 
     def get_owner(self, alert_id: str) -> str | None:
         """The alert's owner (a username), or None when nobody owns it."""
-        answer = self._invoke(f"read alert {alert_id}", self._alerts.get_alert, _identifier(alert_id),
-                              identifier_type="id")
+        answer = self._invoke(
+            f"read alert {alert_id}", self._alerts.get_alert, _identifier(alert_id), identifier_type="id"
+        )
         owner = getattr(answer.data, "owner", None) if answer is not None else None
         return owner or None  # Opsgenie sends "" for an unowned alert
 
@@ -100,8 +106,9 @@ class OpsgenieClient:
         body: dict[str, Any] = {"escalation": recipient, "source": self.source}
         if note:
             body["note"] = note
-        answer = self._invoke(f"escalate alert {alert_id}", self._alerts.escalate_alert, _identifier(alert_id),
-                              body, identifier_type="id")
+        answer = self._invoke(
+            f"escalate alert {alert_id}", self._alerts.escalate_alert, _identifier(alert_id), body, identifier_type="id"
+        )
         return str(answer.request_id)
 
     def _invoke(self, what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
@@ -127,19 +134,24 @@ class OpsgenieClient:
     def _translate(self, exc: BaseException, what: str) -> ActionError:
         status = getattr(exc, "status", None)
         # NewConnectionError subclasses ConnectTimeoutError in urllib3 2, yet it is a refusal, not a timeout.
-        if isinstance(exc, urllib3.exceptions.TimeoutError) and \
-                not isinstance(exc, urllib3.exceptions.NewConnectionError):
+        if isinstance(exc, urllib3.exceptions.TimeoutError) and not isinstance(
+            exc, urllib3.exceptions.NewConnectionError
+        ):
             return TransientError(f"Opsgenie {what}: no answer within {self.timeout:g}s ({type(exc).__name__})")
         if isinstance(exc, urllib3.exceptions.HTTPError):
-            return TransientError(self._redact(f"Opsgenie {what}: could not reach {self.api_url} "
-                                               f"({type(exc).__name__}: {exc})"))
+            return TransientError(
+                self._redact(f"Opsgenie {what}: could not reach {self.api_url} ({type(exc).__name__}: {exc})")
+            )
         if isinstance(status, int) and status > 0:
             return self._status_error(status, getattr(exc, "body", None), getattr(exc, "headers", None), what)
         reason = str(getattr(exc, "reason", "") or exc)
         if status == 0 and "certificate verify failed" in reason.lower():
             # The SDK turns urllib3's SSLError into status 0; a distrusted certificate is configuration, not luck.
-            return PermanentError(self._redact(f"Opsgenie {what}: TLS certificate of {self.api_url} not trusted: "
-                                               f"{reason.splitlines()[-1]}"))
+            return PermanentError(
+                self._redact(
+                    f"Opsgenie {what}: TLS certificate of {self.api_url} not trusted: {reason.splitlines()[-1]}"
+                )
+            )
         if status == 0:
             return TransientError(self._redact(f"Opsgenie {what}: TLS failure: {reason.splitlines()[-1]}"))
         return PermanentError(self._redact(f"Opsgenie {what}: {type(exc).__name__}: {reason}"))

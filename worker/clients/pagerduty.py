@@ -102,8 +102,10 @@ class PagerDutyClient:
             raise PermanentError(f"PagerDuty 'From' must be the email of a user on the account, got {from_email!r}")
         if not api_url.startswith("https://"):
             # The SDK refuses anything else too, but with a message that does not say which setting to fix.
-            raise PermanentError(f"PagerDuty api_url must start with https:// (got {api_url!r}); "
-                                 "set WORKER_PAGERDUTY_API_URL to an https URL")
+            raise PermanentError(
+                f"PagerDuty api_url must start with https:// (got {api_url!r}); "
+                "set WORKER_PAGERDUTY_API_URL to an https URL"
+            )
         self._token = token
         self._clock = clock
         self.api_url = api_url.rstrip("/")
@@ -117,7 +119,11 @@ class PagerDutyClient:
                 raise PermanentError(f"PagerDuty CA bundle {verify!r} unusable: {exc}") from None
         try:
             self._client = pagerduty.RestApiV2Client(
-                token, default_from=from_email, base_url=self.api_url, verify=verify, transport=transport,
+                token,
+                default_from=from_email,
+                base_url=self.api_url,
+                verify=verify,
+                transport=transport,
                 # Every non-2xx answer becomes an exception before the SDK's retry loop sees it: that loop retries
                 # 429 without limit and ignores ratelimit-reset; the executor retries with the hint instead.
                 event_hooks={"response": [_raise_for_status]},
@@ -146,8 +152,12 @@ class PagerDutyClient:
         """Add a note to an incident (POST /incidents/{id}/notes); returns the new note's id."""
         if not content.strip():
             raise PermanentError("PagerDuty note content is empty")
-        body = self._call("POST", f"/incidents/{_segment(incident_id)}/notes",
-                          what=f"add a note to incident {incident_id}", json={"note": {"content": content}})
+        body = self._call(
+            "POST",
+            f"/incidents/{_segment(incident_id)}/notes",
+            what=f"add a note to incident {incident_id}",
+            json={"note": {"content": content}},
+        )
         return _parse(_NoteEnvelope, body, what="the note answer").note.id
 
     def get_assignees(self, incident_id: str) -> list[Person]:
@@ -173,8 +183,12 @@ class PagerDutyClient:
         """Escalate an incident to a level of its escalation policy (PUT /incidents/{id})."""
         if isinstance(escalation_level, bool) or not isinstance(escalation_level, int) or escalation_level < 1:
             raise PermanentError(f"PagerDuty escalation level must be an integer >= 1, got {escalation_level!r}")
-        self._call("PUT", f"/incidents/{_segment(incident_id)}", what=f"escalate incident {incident_id}",
-                   json={"incident": {"type": "incident_reference", "escalation_level": escalation_level}})
+        self._call(
+            "PUT",
+            f"/incidents/{_segment(incident_id)}",
+            what=f"escalate incident {incident_id}",
+            json={"incident": {"type": "incident_reference", "escalation_level": escalation_level}},
+        )
 
     def _call(self, method: str, path: str, *, what: str, json: dict[str, Any] | None = None) -> Any:
         try:
@@ -203,12 +217,17 @@ class PagerDutyClient:
         verify_failure = _find_cause(exc, ssl.SSLCertVerificationError)
         if verify_failure is not None:
             # A certificate problem is configuration (wrong CA bundle, intercepting proxy): retrying will not fix it.
-            return PermanentError(self._redact(f"PagerDuty {what}: TLS certificate of {self.api_url} not trusted: "
-                                               f"{getattr(verify_failure, 'verify_message', verify_failure)}"))
+            return PermanentError(
+                self._redact(
+                    f"PagerDuty {what}: TLS certificate of {self.api_url} not trusted: "
+                    f"{getattr(verify_failure, 'verify_message', verify_failure)}"
+                )
+            )
         if isinstance(exc, httpx2.TimeoutException):
             return TransientError(f"PagerDuty {what}: no answer within {self.timeout:g}s ({type(exc).__name__})")
-        return TransientError(self._redact(f"PagerDuty {what}: could not reach {self.api_url} "
-                                           f"({type(exc).__name__}: {exc})"))
+        return TransientError(
+            self._redact(f"PagerDuty {what}: could not reach {self.api_url} ({type(exc).__name__}: {exc})")
+        )
 
     def _redact(self, text: str) -> str:
         # Belt and braces: nothing we build contains the token, but provider text and SDK messages are not ours.
@@ -236,9 +255,11 @@ def _parse(model: type[_M], body: Any, *, what: str) -> _M:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise PermanentError(f"PagerDuty answered with an unexpected shape for {what}: "
-                             f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']} "
-                             f"at {'.'.join(map(str, exc.errors()[0]['loc']))}") from None
+        raise PermanentError(
+            f"PagerDuty answered with an unexpected shape for {what}: "
+            f"{exc.error_count()} problem(s), first: {exc.errors()[0]['msg']} "
+            f"at {'.'.join(map(str, exc.errors()[0]['loc']))}"
+        ) from None
 
 
 def _error_text(response: httpx2.Response) -> tuple[str, list[str]]:

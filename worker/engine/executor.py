@@ -633,7 +633,10 @@ class Executor:
         )
 
     def _finish(self, session: Session, run: Run) -> None:
-        statuses = {s.status for s in run.steps}
+        # A failed step whose playbook says `on_failure: continue` does not fail the run.
+        statuses = {
+            s.status for s in run.steps if s.status != "failed" or Step.model_validate(s.spec).on_failure == "stop"
+        }
         now = self.clock()
         run.status = next((final for final in ("denied", "expired", "failed") if final in statuses), "succeeded")
         run.finished_at = now

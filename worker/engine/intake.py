@@ -20,8 +20,14 @@ from worker.store.inbox import claim_event
 from worker.store.tables import Alert, Incident
 
 # Provider events that carry the whole incident, so an unseen incident can still be created from them.
-_CAN_CREATE = {EventKind.TRIGGERED, EventKind.REOPENED, EventKind.ACKNOWLEDGED, EventKind.PRIORITY_CHANGED,
-               EventKind.ASSIGNED, EventKind.ESCALATED}
+_CAN_CREATE = {
+    EventKind.TRIGGERED,
+    EventKind.REOPENED,
+    EventKind.ACKNOWLEDGED,
+    EventKind.PRIORITY_CHANGED,
+    EventKind.ASSIGNED,
+    EventKind.ESCALATED,
+}
 
 
 @dataclass
@@ -55,8 +61,9 @@ class Intake:
     def _apply(self, session: Session, *, event: AlertEvent, now: datetime, outcome: Outcome) -> None:
         assert event.external_id is not None
         alert = incident_store.find_alert(session, source=event.source, external_id=event.external_id)
-        refire = alert is not None and alert.status == "resolved" and event.kind in {
-            EventKind.TRIGGERED, EventKind.REOPENED}
+        refire = (
+            alert is not None and alert.status == "resolved" and event.kind in {EventKind.TRIGGERED, EventKind.REOPENED}
+        )
         if alert is None or (refire and alert.incident.status == IncidentStatus.RESOLVED):
             if event.kind not in _CAN_CREATE:
                 return  # e.g. a resolve or a note for an alert we never saw: nothing to change
@@ -80,27 +87,57 @@ class Intake:
         if incident is None:
             incident = self._create(session, event=event, routed=routed, verdict=verdict, now=now, outcome=outcome)
         alert = Alert(
-            incident=incident, source=event.source, external_id=event.external_id, group_key=event.group_key,
-            title=event.title or incident.title, status="firing", severity=verdict.severity.value,
-            priority=event.priority, labels=dict(event.labels), assignees={"names": list(event.assignees)},
-            url=event.url, triggered_by=event.actor, received_at=now, last_event_at=now,
+            incident=incident,
+            source=event.source,
+            external_id=event.external_id,
+            group_key=event.group_key,
+            title=event.title or incident.title,
+            status="firing",
+            severity=verdict.severity.value,
+            priority=event.priority,
+            labels=dict(event.labels),
+            assignees={"names": list(event.assignees)},
+            url=event.url,
+            triggered_by=event.actor,
+            received_at=now,
+            last_event_at=now,
         )
         session.add(alert)
         session.flush()
         outcome.incident_ids.add(incident.id)
         incident.last_alert_at = now
         note = f"{event.source} alert {event.external_id!r}: {event.title}"
-        timeline.append(session, incident_id=incident.id, at=as_utc(event.occurred_at), kind=TimelineKind.ALERT,
-                        message=f"{'first' if created else 'additional'} alert: {note}",
-                        data={"source": event.source, "external_id": event.external_id, "routing": routed.reason,
-                              "classification": verdict.as_dict()})
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=as_utc(event.occurred_at),
+            kind=TimelineKind.ALERT,
+            message=f"{'first' if created else 'additional'} alert: {note}",
+            data={
+                "source": event.source,
+                "external_id": event.external_id,
+                "routing": routed.reason,
+                "classification": verdict.as_dict(),
+            },
+        )
         if not created:
             distinct = len({(a.source, a.external_id) for a in incident.alerts})
-            self._raise_severity(session, incident=incident, verdict=verdict, now=now, outcome=outcome,
-                                 reason=f"new alert {event.external_id!r}")
+            self._raise_severity(
+                session,
+                incident=incident,
+                verdict=verdict,
+                now=now,
+                outcome=outcome,
+                reason=f"new alert {event.external_id!r}",
+            )
             if distinct >= 2 and self.catalog.severity.declare.multiple_alerts:
-                self._declare(session, incident=incident, now=now, outcome=outcome,
-                              reason=f"{distinct} alerts for one issue on {incident.service}")
+                self._declare(
+                    session,
+                    incident=incident,
+                    now=now,
+                    outcome=outcome,
+                    reason=f"{distinct} alerts for one issue on {incident.service}",
+                )
         return alert
 
     def _group(self, session: Session, *, event: AlertEvent, routed: Routed, now: datetime) -> Incident | None:
@@ -111,43 +148,92 @@ class Intake:
         since = now - self.catalog.severity.grouping_window
         return incident_store.open_incident_for_service(session, service=routed.service, since=since)
 
-    def _create(self, session: Session, *, event: AlertEvent, routed: Routed, verdict: Classification,
-                now: datetime, outcome: Outcome) -> Incident:
+    def _create(
+        self,
+        session: Session,
+        *,
+        event: AlertEvent,
+        routed: Routed,
+        verdict: Classification,
+        now: datetime,
+        outcome: Outcome,
+    ) -> Incident:
         detected = as_utc(event.occurred_at)
         title = event.title or f"{routed.service} alert"
         incident = Incident(
-            title=title[:512], service=routed.service, severity=verdict.severity.value, impact=verdict.impact.value,
-            scope=verdict.scope.value, status=IncidentStatus.TRIGGERED.value, declared=False,
+            title=title[:512],
+            service=routed.service,
+            severity=verdict.severity.value,
+            impact=verdict.impact.value,
+            scope=verdict.scope.value,
+            status=IncidentStatus.TRIGGERED.value,
+            declared=False,
             channel=channel_name(detected_at=detected, service=routed.service, title=title),
-            detected_at=detected, last_alert_at=now, created_at=now, updated_at=now,
+            detected_at=detected,
+            last_alert_at=now,
+            created_at=now,
+            updated_at=now,
         )
         session.add(incident)
         session.flush()
-        timeline.append(session, incident_id=incident.id, at=detected, kind=TimelineKind.DETECTED,
-                        message=f"detected: {title} ({verdict.severity.value}, service {routed.service})",
-                        data={"reasons": list(verdict.reasons), "routing": routed.reason})
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=detected,
+            kind=TimelineKind.DETECTED,
+            message=f"detected: {title} ({verdict.severity.value}, service {routed.service})",
+            data={"reasons": list(verdict.reasons), "routing": routed.reason},
+        )
         if verdict.severity in self.catalog.severity.declare.severities:
             self._declare(session, incident=incident, now=now, outcome=outcome, reason=verdict.severity.value)
         return incident
 
     # -- severity and declaration -------------------------------------------------------------------
 
-    def _raise_severity(self, session: Session, *, incident: Incident, verdict: Classification, now: datetime,
-                        outcome: Outcome, reason: str) -> None:
+    def _raise_severity(
+        self,
+        session: Session,
+        *,
+        incident: Incident,
+        verdict: Classification,
+        now: datetime,
+        outcome: Outcome,
+        reason: str,
+    ) -> None:
         current = Severity(incident.severity)
         if verdict.severity.is_worse_than(current):
-            self._set_severity(session, incident=incident, verdict=verdict, now=now, outcome=outcome,
-                               message=f"severity raised {current.value} -> {verdict.severity.value}: {reason}")
+            self._set_severity(
+                session,
+                incident=incident,
+                verdict=verdict,
+                now=now,
+                outcome=outcome,
+                message=f"severity raised {current.value} -> {verdict.severity.value}: {reason}",
+            )
 
-    def _set_severity(self, session: Session, *, incident: Incident, verdict: Classification, now: datetime,
-                      outcome: Outcome, message: str) -> None:
+    def _set_severity(
+        self,
+        session: Session,
+        *,
+        incident: Incident,
+        verdict: Classification,
+        now: datetime,
+        outcome: Outcome,
+        message: str,
+    ) -> None:
         previous = incident.severity
         incident.severity = verdict.severity.value
         incident.impact = verdict.impact.value
         incident.scope = verdict.scope.value
         outcome.severity_changed.add(incident.id)
-        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.SEVERITY, message=message,
-                        data={"from": previous, "to": verdict.severity.value, "reasons": list(verdict.reasons)})
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=now,
+            kind=TimelineKind.SEVERITY,
+            message=message,
+            data={"from": previous, "to": verdict.severity.value, "reasons": list(verdict.reasons)},
+        )
         if verdict.severity in self.catalog.severity.declare.severities:
             self._declare(session, incident=incident, now=now, outcome=outcome, reason=verdict.severity.value)
 
@@ -157,13 +243,19 @@ class Intake:
         incident.declared = True
         incident.declared_at = now
         outcome.declared.add(incident.id)
-        timeline.append(session, incident_id=incident.id, at=now, kind=TimelineKind.DECLARED,
-                        message=f"declared an incident ({reason}); channel {incident.channel}")
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=now,
+            kind=TimelineKind.DECLARED,
+            message=f"declared an incident ({reason}); channel {incident.channel}",
+        )
 
     # -- lifecycle events on known alerts -------------------------------------------------------------
 
-    def _on_trigger(self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime,
-                    outcome: Outcome) -> None:
+    def _on_trigger(
+        self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime, outcome: Outcome
+    ) -> None:
         was_resolved = alert.status == "resolved"
         alert.status = "firing"
         if was_resolved or event.kind is EventKind.REOPENED:
@@ -172,11 +264,13 @@ class Intake:
                 incident.provider_resolved_at = None
                 incident.resolved_at = None
             self._status(session, incident, now, f"alert {alert.external_id!r} fires again")
-        self._reprioritise(session, event=event, alert=alert, incident=incident, now=now, outcome=outcome,
-                           explicit=False)
+        self._reprioritise(
+            session, event=event, alert=alert, incident=incident, now=now, outcome=outcome, explicit=False
+        )
 
-    def _on_acknowledge(self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident,
-                        now: datetime, outcome: Outcome) -> None:
+    def _on_acknowledge(
+        self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime, outcome: Outcome
+    ) -> None:
         alert.status = "acknowledged"
         if event.assignees:
             alert.assignees = {"names": list(event.assignees)}
@@ -186,24 +280,32 @@ class Intake:
             who = f" by {event.actor}" if event.actor else ""
             self._status(session, incident, as_utc(event.occurred_at), f"acknowledged{who}")
 
-    def _on_unacknowledge(self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident,
-                          now: datetime, outcome: Outcome) -> None:
+    def _on_unacknowledge(
+        self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime, outcome: Outcome
+    ) -> None:
         alert.status = "firing"
         if incident.status == IncidentStatus.ACKNOWLEDGED and not any(
-                a.status == "acknowledged" for a in incident.alerts):
+            a.status == "acknowledged" for a in incident.alerts
+        ):
             incident.status = IncidentStatus.TRIGGERED.value
             self._status(session, incident, now, f"unacknowledged ({alert.source} {alert.external_id})")
 
-    def _on_resolve(self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime,
-                    outcome: Outcome) -> None:
+    def _on_resolve(
+        self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime, outcome: Outcome
+    ) -> None:
         if alert.status == "resolved":
             return
         alert.status = "resolved"
         firing = [a for a in incident.alerts if a.status != "resolved"]
         resolved_at = as_utc(event.occurred_at)
         if firing:
-            timeline.append(session, incident_id=incident.id, at=resolved_at, kind=TimelineKind.ALERT,
-                            message=f"alert {alert.external_id!r} cleared; {len(firing)} still firing")
+            timeline.append(
+                session,
+                incident_id=incident.id,
+                at=resolved_at,
+                kind=TimelineKind.ALERT,
+                message=f"alert {alert.external_id!r} cleared; {len(firing)} still firing",
+            )
             return
         incident.provider_resolved_at = now
         outcome.provider_resolved.add(incident.id)
@@ -212,8 +314,12 @@ class Intake:
             return
         incident.status = IncidentStatus.MITIGATED.value
         incident.mitigated_at = incident.mitigated_at or now
-        self._status(session, incident, now, f"all alerts resolved at the provider; holding {self.resolution_hold} "
-                                             "to confirm recovery before resolving")
+        self._status(
+            session,
+            incident,
+            now,
+            f"all alerts resolved at the provider; holding {self.resolution_hold} to confirm recovery before resolving",
+        )
 
     def resolve(self, session: Session, *, incident: Incident, now: datetime, reason: str, outcome: Outcome) -> None:
         """Mark resolved (also called by the resolution-hold tick)."""
@@ -222,54 +328,104 @@ class Intake:
         outcome.resolved.add(incident.id)
         self._status(session, incident, now, f"resolved: {reason}")
 
-    def _on_priority(self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime,
-                     outcome: Outcome) -> None:
-        self._reprioritise(session, event=event, alert=alert, incident=incident, now=now, outcome=outcome,
-                           explicit=True)
+    def _on_priority(
+        self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime, outcome: Outcome
+    ) -> None:
+        self._reprioritise(
+            session, event=event, alert=alert, incident=incident, now=now, outcome=outcome, explicit=True
+        )
 
-    def _reprioritise(self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime,
-                      outcome: Outcome, explicit: bool) -> None:
+    def _reprioritise(
+        self,
+        session: Session,
+        *,
+        event: AlertEvent,
+        alert: Alert,
+        incident: Incident,
+        now: datetime,
+        outcome: Outcome,
+        explicit: bool,
+    ) -> None:
         tier = route(event, self.catalog.services).tier
         verdict = classify(event, tier=tier, config=self.catalog.severity)
         alert.severity = verdict.severity.value
         alert.priority = event.priority
         current = Severity(incident.severity)
         if verdict.severity.is_worse_than(current):
-            self._raise_severity(session, incident=incident, verdict=verdict, now=now, outcome=outcome,
-                                 reason=f"{event.source} priority {event.priority or event.urgency}")
+            self._raise_severity(
+                session,
+                incident=incident,
+                verdict=verdict,
+                now=now,
+                outcome=outcome,
+                reason=f"{event.source} priority {event.priority or event.urgency}",
+            )
             return
         if explicit and current.is_worse_than(verdict.severity):
             # A downgrade only by explicit provider change, and never below another open alert.
-            worst = min((Severity(a.severity) for a in incident.alerts if a.status != "resolved"),
-                        key=lambda s: s.rank, default=verdict.severity)
+            worst = min(
+                (Severity(a.severity) for a in incident.alerts if a.status != "resolved"),
+                key=lambda s: s.rank,
+                default=verdict.severity,
+            )
             if worst.rank > current.rank:
-                self._set_severity(session, incident=incident, verdict=verdict, now=now, outcome=outcome,
-                                   message=f"severity lowered {current.value} -> {verdict.severity.value}: "
-                                           f"{event.source} priority changed to {event.priority}")
+                self._set_severity(
+                    session,
+                    incident=incident,
+                    verdict=verdict,
+                    now=now,
+                    outcome=outcome,
+                    message=f"severity lowered {current.value} -> {verdict.severity.value}: "
+                    f"{event.source} priority changed to {event.priority}",
+                )
 
-    def _on_assign(self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime,
-                   outcome: Outcome) -> None:
+    def _on_assign(
+        self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime, outcome: Outcome
+    ) -> None:
         if event.assignees:
             alert.assignees = {"names": list(event.assignees)}
         kind = TimelineKind.ESCALATED if event.kind is EventKind.ESCALATED else TimelineKind.ASSIGNED
         who = ", ".join(event.assignees) or event.note or "unknown"
-        timeline.append(session, incident_id=incident.id, at=as_utc(event.occurred_at), kind=kind,
-                        message=f"{event.kind.value}: {who}")
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=as_utc(event.occurred_at),
+            kind=kind,
+            message=f"{event.kind.value}: {who}",
+        )
 
-    def _on_note(self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime,
-                 outcome: Outcome) -> None:
+    def _on_note(
+        self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime, outcome: Outcome
+    ) -> None:
         by = f"{event.actor}: " if event.actor else ""
-        timeline.append(session, incident_id=incident.id, at=as_utc(event.occurred_at), kind=TimelineKind.NOTE,
-                        message=f"note from {event.source}: {by}{(event.note or '')[:2000]}")
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=as_utc(event.occurred_at),
+            kind=TimelineKind.NOTE,
+            message=f"note from {event.source}: {by}{(event.note or '')[:2000]}",
+        )
 
-    def _on_update(self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime,
-                   outcome: Outcome) -> None:
-        timeline.append(session, incident_id=incident.id, at=as_utc(event.occurred_at), kind=TimelineKind.NOTE,
-                        message=f"{event.source} {event.kind.value}: {event.note or event.title}")
+    def _on_update(
+        self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime, outcome: Outcome
+    ) -> None:
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=as_utc(event.occurred_at),
+            kind=TimelineKind.NOTE,
+            message=f"{event.source} {event.kind.value}: {event.note or event.title}",
+        )
 
     def _status(self, session: Session, incident: Incident, at: datetime, message: str) -> None:
-        timeline.append(session, incident_id=incident.id, at=at, kind=TimelineKind.STATUS,
-                        message=f"{incident.status}: {message}", data={"status": incident.status})
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=at,
+            kind=TimelineKind.STATUS,
+            message=f"{incident.status}: {message}",
+            data={"status": incident.status},
+        )
 
 
 _HANDLERS = {

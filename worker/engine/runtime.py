@@ -97,7 +97,7 @@ class Runtime:
                 clients=outbound,
                 holder=holder,
                 clock=clock,
-                **(executor_options or {}),
+                **{"claim_ttl": timedelta(seconds=settings.executor_claim_seconds), **(executor_options or {})},
             ),
             ticks=Ticks(sessions=sessions, catalog=catalog, intake=intake, clock=clock),
             writer=GroupCommitWriter(sessions),

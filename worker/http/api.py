@@ -36,8 +36,14 @@ def list_incidents() -> Response:
     limit = _int_arg("limit", default=50, low=1, high=200)
     before = _int_arg("before", default=0, low=0, high=2**62)
     with _runtime().readonly_sessions() as session:
-        rows = store.search(session, status=status, severity=severity, service=args.get("service") or None,
-                            limit=limit, before_id=before or None)
+        rows = store.search(
+            session,
+            status=status,
+            severity=severity,
+            service=args.get("service") or None,
+            limit=limit,
+            before_id=before or None,
+        )
         items = [serialize.incident(row) for row in rows]
     next_cursor = items[-1]["id"] if len(items) == limit else None
     return jsonify({"incidents": items, "next_before": next_cursor})
@@ -65,8 +71,13 @@ def pause() -> tuple[Response, int]:
     scope = str(body.get("service") or controls.GLOBAL)
     runtime = _runtime()
     with runtime.sessions.begin() as session:
-        controls.pause(session, scope=scope, by=str(body.get("by") or request.remote_addr or "api"),
-                       reason=str(body.get("reason") or ""), now=runtime.clock())
+        controls.pause(
+            session,
+            scope=scope,
+            by=str(body.get("by") or request.remote_addr or "api"),
+            reason=str(body.get("reason") or ""),
+            now=runtime.clock(),
+        )
     return jsonify({"paused": scope}), 200
 
 
@@ -111,10 +122,25 @@ def postmortem(incident_id: int) -> Response:
 def status_updates(incident_id: int) -> Response:
     with _runtime().readonly_sessions() as session:
         rows = store.status_updates(session, incident_id=incident_id)
-        return jsonify({"updates": [
-            {"seq": u.seq, "status": u.status, "state": u.state, "body": u.body, "components": u.components,
-             "reason": u.reason, "attempts": u.attempts, "last_error": u.last_error,
-             "created_at": serialize.iso(u.created_at), "sent_at": serialize.iso(u.sent_at)} for u in rows]})
+        return jsonify(
+            {
+                "updates": [
+                    {
+                        "seq": u.seq,
+                        "status": u.status,
+                        "state": u.state,
+                        "body": u.body,
+                        "components": u.components,
+                        "reason": u.reason,
+                        "attempts": u.attempts,
+                        "last_error": u.last_error,
+                        "created_at": serialize.iso(u.created_at),
+                        "sent_at": serialize.iso(u.sent_at),
+                    }
+                    for u in rows
+                ]
+            }
+        )
 
 
 @bp.get("/metrics/summary")

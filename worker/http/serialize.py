@@ -85,9 +85,17 @@ def step(row: RunStep) -> dict[str, Any]:
         "output": row.output,
         "error": row.error,
         "approvals": [
-            {"approver": a.approver, "round": a.round, "expires_at": iso(a.expires_at), "decision": a.decision,
-             "decided_by": a.decided_by, "decided_at": iso(a.used_at), "decided_from": a.decided_from,
-             "plan_hash": a.plan_hash, "void_reason": a.void_reason}
+            {
+                "approver": a.approver,
+                "round": a.round,
+                "expires_at": iso(a.expires_at),
+                "decision": a.decision,
+                "decided_by": a.decided_by,
+                "decided_at": iso(a.used_at),
+                "decided_from": a.decided_from,
+                "plan_hash": a.plan_hash,
+                "void_reason": a.void_reason,
+            }
             for a in row.approvals
         ],
     }

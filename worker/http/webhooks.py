@@ -44,10 +44,15 @@ def receive(source_name: str) -> tuple[Response, int]:
     received_at = runtime.clock()
     delivery = source.parse(body, request.headers, received_at=received_at)
     try:
-        stored = runtime.writer.store(NewDelivery(
-            source=source_name, dedup_key=delivery.dedup_key, headers=safe_headers(request.headers),
-            body=body, received_at=received_at,
-        ))
+        stored = runtime.writer.store(
+            NewDelivery(
+                source=source_name,
+                dedup_key=delivery.dedup_key,
+                headers=safe_headers(request.headers),
+                body=body,
+                received_at=received_at,
+            )
+        )
     except Exception:  # noqa: BLE001 - any storage failure: the sender must retry, we must not claim success
         log.exception("storing a %s delivery failed", source_name)
         raise WebhookRejected(503, "storage unavailable; retry later") from None

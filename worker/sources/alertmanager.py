@@ -82,5 +82,3 @@ class Alertmanager(Source):
             occurred_at=alert.startsAt if firing or ends is None else ends,
             url=alert.generatorURL,
         )
-
-

@@ -108,8 +108,9 @@ class PagerDuty(Source):
         }
         if kind is EventKind.ANNOTATED:
             note: NoteData = validate(NoteData, event.data)
-            return AlertEvent(kind=kind, external_id=note.incident.id, title=note.incident.summary or "",
-                              note=note.content, **common)
+            return AlertEvent(
+                kind=kind, external_id=note.incident.id, title=note.incident.summary or "", note=note.content, **common
+            )
         if kind is None or event.data.get("type") != "incident":
             # pagey.ping, service.* and event types added after this code was written: accepted, ignored.
             return AlertEvent(kind=EventKind.IGNORED, external_id=None, title=event.event_type, **common)
@@ -129,4 +130,3 @@ class PagerDuty(Source):
             url=data.html_url,
             **common,
         )
-

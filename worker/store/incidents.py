@@ -15,10 +15,7 @@ OPEN = ("triggered", "acknowledged", "mitigated")
 def find_alert(session: Session, *, source: str, external_id: str) -> Alert | None:
     """The newest alert row for this provider id (older ones belong to resolved incidents)."""
     return session.execute(
-        select(Alert)
-        .where(Alert.source == source, Alert.external_id == external_id)
-        .order_by(Alert.id.desc())
-        .limit(1)
+        select(Alert).where(Alert.source == source, Alert.external_id == external_id).order_by(Alert.id.desc()).limit(1)
     ).scalar_one_or_none()
 
 
@@ -84,13 +81,19 @@ def timeline(session: Session, *, incident_id: int) -> list[TimelineEntry]:
 
 
 def runs(session: Session, *, incident_id: int) -> list[Run]:
-    return list(session.execute(
-        select(Run).where(Run.incident_id == incident_id).order_by(Run.id)
-        .options(selectinload(Run.steps).selectinload(RunStep.approvals))
-    ).scalars())
+    return list(
+        session.execute(
+            select(Run)
+            .where(Run.incident_id == incident_id)
+            .order_by(Run.id)
+            .options(selectinload(Run.steps).selectinload(RunStep.approvals))
+        ).scalars()
+    )
 
 
 def status_updates(session: Session, *, incident_id: int) -> list[StatusUpdate]:
-    return list(session.execute(
-        select(StatusUpdate).where(StatusUpdate.incident_id == incident_id).order_by(StatusUpdate.seq)
-    ).scalars())
+    return list(
+        session.execute(
+            select(StatusUpdate).where(StatusUpdate.incident_id == incident_id).order_by(StatusUpdate.seq)
+        ).scalars()
+    )

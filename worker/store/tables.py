@@ -226,8 +226,10 @@ class StatusUpdate(Base):
     """The Statuspage outbox: updates are queued in order and delivered once, surviving outages."""
 
     __tablename__ = "status_updates"
-    __table_args__ = (UniqueConstraint("incident_id", "seq", name="uq_status_updates_seq"),
-                      Index("ix_status_updates_state", "state", "incident_id", "seq"))
+    __table_args__ = (
+        UniqueConstraint("incident_id", "seq", name="uq_status_updates_seq"),
+        Index("ix_status_updates_state", "state", "incident_id", "seq"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))

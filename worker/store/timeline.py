@@ -77,8 +77,12 @@ def verify(session: Session, *, incident_id: int) -> ChainReport:
             reason = "link to the previous entry is broken (entry removed or reordered)"
             return ChainReport(False, count, entry.id, reason)
         expected = entry_hash(
-            prev_hash=prev, incident_id=entry.incident_id, at=entry.at, kind=entry.kind,
-            message=entry.message, data=entry.data,
+            prev_hash=prev,
+            incident_id=entry.incident_id,
+            at=entry.at,
+            kind=entry.kind,
+            message=entry.message,
+            data=entry.data,
         )
         if expected != entry.hash:
             return ChainReport(False, count, entry.id, "content does not match its hash (entry edited)")

@@ -54,23 +54,54 @@ class FakeOpsgenie:
 
     # -- seeding and fault injection -------------------------------------------------------------------------
 
-    def add_alert(self, alert_id: str, *, owner: str = "", message: str = "Checkout error rate above 5%",
-                  tiny_id: str | None = None, alias: str | None = None, priority: str = "P2") -> None:
+    def add_alert(
+        self,
+        alert_id: str,
+        *,
+        owner: str = "",
+        message: str = "Checkout error rate above 5%",
+        tiny_id: str | None = None,
+        alias: str | None = None,
+        priority: str = "P2",
+    ) -> None:
         """Seed an alert; `owner` "" means unowned, as Opsgenie reports it."""
         now = _now()
         with self._lock:
             self.alerts[alert_id] = {
-                "id": alert_id, "tinyId": tiny_id or str(len(self.alerts) + 1), "alias": alias or alert_id,
-                "message": message, "status": "open", "acknowledged": False, "isSeen": False, "tags": [],
-                "snoozed": False, "count": 1, "lastOccurredAt": now, "createdAt": now, "updatedAt": now,
-                "source": "prometheus", "owner": owner, "priority": priority, "responders": [],
+                "id": alert_id,
+                "tinyId": tiny_id or str(len(self.alerts) + 1),
+                "alias": alias or alert_id,
+                "message": message,
+                "status": "open",
+                "acknowledged": False,
+                "isSeen": False,
+                "tags": [],
+                "snoozed": False,
+                "count": 1,
+                "lastOccurredAt": now,
+                "createdAt": now,
+                "updatedAt": now,
+                "source": "prometheus",
+                "owner": owner,
+                "priority": priority,
+                "responders": [],
                 "integration": {"id": str(uuid.uuid4()), "name": "Alertmanager", "type": "API"},
                 "report": {"ackTime": 0, "closeTime": 0, "acknowledgedBy": "", "closedBy": ""},
-                "actions": [], "entity": "", "description": "", "details": {},
+                "actions": [],
+                "entity": "",
+                "description": "",
+                "details": {},
             }
 
-    def fail_next(self, n: int, status: int, headers: Mapping[str, str] | None = None, *, body: Any = None,
-                  path: str | None = None) -> None:
+    def fail_next(
+        self,
+        n: int,
+        status: int,
+        headers: Mapping[str, str] | None = None,
+        *,
+        body: Any = None,
+        path: str | None = None,
+    ) -> None:
         """Answer the next `n` requests (to `path` only, if given) with `status` and an error body (or `body`)."""
         with self._lock:
             self._faults.extend(_Fault(status, dict(headers or {}), body, path) for _ in range(n))
@@ -109,9 +140,17 @@ class FakeOpsgenie:
         except ValueError:
             body = None
         with self._lock:
-            self.requests.append({"method": request.method, "path": request.path, "raw_path": _raw_path(request),
-                                  "query": dict(request.args),
-                                  "headers": dict(request.headers), "json": body, "body": raw})
+            self.requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "raw_path": _raw_path(request),
+                    "query": dict(request.args),
+                    "headers": dict(request.headers),
+                    "json": body,
+                    "body": raw,
+                }
+            )
             fault = next((f for f in self._faults if f.path in (None, request.path)), None)
             if fault is not None:
                 self._faults.remove(fault)
@@ -148,30 +187,59 @@ class FakeOpsgenie:
     def _add_note(self, identifier: str, kind: str, body: Any, started: float) -> Response:
         note = body.get("note") if isinstance(body, dict) else None
         if not isinstance(note, str) or not note.strip() or len(note) > 25000:
-            return _json({"message": "Request body is not processable. Please check the errors.",
-                          "errors": {"note": "Note is required and may be at most 25000 characters"}},
-                         422, None, started)
+            return _json(
+                {
+                    "message": "Request body is not processable. Please check the errors.",
+                    "errors": {"note": "Note is required and may be at most 25000 characters"},
+                },
+                422,
+                None,
+                started,
+            )
         alert = self._find(identifier, kind)
         request_id = str(uuid.uuid4())
         with self._lock:
             if alert is not None:
-                self.notes.append({"alert_id": alert["id"], "note": note, "user": body.get("user"),
-                                   "source": body.get("source"), "request_id": request_id})
+                self.notes.append(
+                    {
+                        "alert_id": alert["id"],
+                        "note": note,
+                        "user": body.get("user"),
+                        "source": body.get("source"),
+                        "request_id": request_id,
+                    }
+                )
             self.request_status[request_id] = _status("AddNote", alert, "Added note")
         return _accepted(request_id, started)
 
     def _escalate(self, identifier: str, kind: str, body: Any, started: float) -> Response:
         escalation = body.get("escalation") if isinstance(body, dict) else None
-        if not isinstance(escalation, dict) or escalation.get("type") != "escalation" or \
-                not (escalation.get("id") or escalation.get("name")):
-            return _json({"message": "Request body is not processable. Please check the errors.",
-                          "errors": {"escalation": "Escalation id or name is required"}}, 422, None, started)
+        if (
+            not isinstance(escalation, dict)
+            or escalation.get("type") != "escalation"
+            or not (escalation.get("id") or escalation.get("name"))
+        ):
+            return _json(
+                {
+                    "message": "Request body is not processable. Please check the errors.",
+                    "errors": {"escalation": "Escalation id or name is required"},
+                },
+                422,
+                None,
+                started,
+            )
         alert = self._find(identifier, kind)
         request_id = str(uuid.uuid4())
         with self._lock:
             if alert is not None:
-                self.escalations.append({"alert_id": alert["id"], "escalation": escalation,
-                                         "note": body.get("note"), "request_id": request_id})
+                self.escalations.append(
+                    {
+                        "alert_id": alert["id"],
+                        "escalation": escalation,
+                        "note": body.get("note"),
+                        "request_id": request_id,
+                    }
+                )
             self.request_status[request_id] = _status("Escalate", alert, "Escalated alert")
         return _accepted(request_id, started)
 
@@ -182,14 +250,23 @@ class FakeOpsgenie:
 
 
 def _status(action: str, alert: Mapping[str, Any] | None, done: str) -> dict[str, Any]:
-    return {"success": alert is not None, "isSuccess": alert is not None, "action": action, "processedAt": _now(),
-            "status": done if alert is not None else "Alert does not exist",
-            "alertId": alert["id"] if alert else "", "alias": alert["alias"] if alert else ""}
+    return {
+        "success": alert is not None,
+        "isSuccess": alert is not None,
+        "action": action,
+        "processedAt": _now(),
+        "status": done if alert is not None else "Alert does not exist",
+        "alertId": alert["id"] if alert else "",
+        "alias": alert["alias"] if alert else "",
+    }
 
 
 def _error_body(status: int) -> dict[str, Any]:
-    message = {429: "You are making too many requests! To avoid errors, we recommend you limit requests.",
-               404: "Alert does not exist", 401: "Could not authenticate"}.get(status)
+    message = {
+        429: "You are making too many requests! To avoid errors, we recommend you limit requests.",
+        404: "Alert does not exist",
+        401: "Could not authenticate",
+    }.get(status)
     return {"message": message or ("Internal Server Error" if status >= 500 else "Invalid request")}
 
 

@@ -59,8 +59,14 @@ class _Incident:
 class FakePagerDuty:
     """`with FakePagerDuty() as pd:` then point a client at `pd.url`, trusting `pd.ca_path`."""
 
-    def __init__(self, *, tls: bool = True, token: str = "test-pd-token",  # noqa: S107 - a fake's well-known token
-                 from_email: str = "incident-worker@example.com", port: int = 0):
+    def __init__(
+        self,
+        *,
+        tls: bool = True,
+        token: str = "test-pd-token",  # noqa: S107 - a fake's well-known token
+        from_email: str = "incident-worker@example.com",
+        port: int = 0,
+    ):
         self.token = token
         self.requests: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []
@@ -84,10 +90,17 @@ class FakePagerDuty:
         with self._lock:
             self.users[user_id] = {"id": user_id, "name": name, "email": email}
 
-    def add_incident(self, incident_id: str, *, assignees: Iterable[Mapping[str, str]] = (),
-                     title: str = "Checkout down", status: str = "triggered",
-                     levels: list[list[Mapping[str, str]]] | None = None) -> None:
+    def add_incident(
+        self,
+        incident_id: str,
+        *,
+        assignees: Iterable[Mapping[str, str]] = (),
+        title: str = "Checkout down",
+        status: str = "triggered",
+        levels: list[list[Mapping[str, str]]] | None = None,
+    ) -> None:
         """Seed an incident; people are {"id","name","email"}; escalating to level n assigns `levels[n-1]`."""
+
         def register(people: list[Mapping[str, str]]) -> list[str]:
             for person in people:
                 email = person.get("email") or f"{person['id'].lower()}@example.com"
@@ -97,15 +110,30 @@ class FakePagerDuty:
         assigned = register(list(assignees))
         level_ids = [register(list(level)) for level in levels] if levels is not None else None
         with self._lock:
-            self.incidents[incident_id] = _Incident(id=incident_id, number=next(self._ids), title=title,
-                                                    status=status, assignees=assigned, levels=level_ids)
+            self.incidents[incident_id] = _Incident(
+                id=incident_id, number=next(self._ids), title=title, status=status, assignees=assigned, levels=level_ids
+            )
 
-    def fail_next(self, n: int, status: int, headers: Mapping[str, str] | None = None, *, body: Any = None,
-                  path: str | None = None) -> None:
+    def fail_next(
+        self,
+        n: int,
+        status: int,
+        headers: Mapping[str, str] | None = None,
+        *,
+        body: Any = None,
+        path: str | None = None,
+    ) -> None:
         """Answer the next `n` requests (to `path` only, if given) with `status` and an error body (or `body`)."""
         if body is None:
-            body = _RATE_LIMITED if status == 429 else _INTERNAL if status >= 500 else _NOT_FOUND if status == 404 \
+            body = (
+                _RATE_LIMITED
+                if status == 429
+                else _INTERNAL
+                if status >= 500
+                else _NOT_FOUND
+                if status == 404
                 else _invalid("Injected failure")
+            )
         with self._lock:
             self._faults.extend(_Fault(status, dict(headers or {}), body, path) for _ in range(n))
 
@@ -142,9 +170,17 @@ class FakePagerDuty:
         except ValueError:
             body = None
         with self._lock:
-            self.requests.append({"method": request.method, "path": request.path, "raw_path": _raw_path(request),
-                                  "query": dict(request.args),
-                                  "headers": dict(request.headers), "json": body, "body": raw})
+            self.requests.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "raw_path": _raw_path(request),
+                    "query": dict(request.args),
+                    "headers": dict(request.headers),
+                    "json": body,
+                    "body": raw,
+                }
+            )
             fault = next((f for f in self._faults if f.path in (None, request.path)), None)
             if fault is not None:
                 self._faults.remove(fault)
@@ -201,11 +237,17 @@ class FakePagerDuty:
             if incident_id not in self.incidents:
                 return _json(_NOT_FOUND, 404)
             author = next(u for u in self.users.values() if u["email"] == sender)
-            created = {"id": f"PNOTE{next(self._ids):04d}", "user": self._ref(author),
-                       "channel": {"summary": "The PagerDuty website or APIs"}, "content": note["content"],
-                       "created_at": _now(), "updated_at": _now()}
-            self.notes.append({"incident_id": incident_id, "id": created["id"], "content": note["content"],
-                               "from": sender})
+            created = {
+                "id": f"PNOTE{next(self._ids):04d}",
+                "user": self._ref(author),
+                "channel": {"summary": "The PagerDuty website or APIs"},
+                "content": note["content"],
+                "created_at": _now(),
+                "updated_at": _now(),
+            }
+            self.notes.append(
+                {"incident_id": incident_id, "id": created["id"], "content": note["content"], "from": sender}
+            )
         return _json({"note": created}, 200)
 
     def _update_incident(self, incident_id: str, body: dict[str, Any]) -> Response:
@@ -229,23 +271,43 @@ class FakePagerDuty:
     # -- representations (callers hold the lock) -------------------------------------------------------------
 
     def _ref(self, user: Mapping[str, str]) -> dict[str, str]:
-        return {"id": user["id"], "type": "user_reference", "summary": user["name"],
-                "self": f"{self.url}/users/{user['id']}", "html_url": f"https://fake.pagerduty.com/users/{user['id']}"}
+        return {
+            "id": user["id"],
+            "type": "user_reference",
+            "summary": user["name"],
+            "self": f"{self.url}/users/{user['id']}",
+            "html_url": f"https://fake.pagerduty.com/users/{user['id']}",
+        }
 
     def _user(self, user: Mapping[str, str]) -> dict[str, Any]:
-        return {"id": user["id"], "type": "user", "name": user["name"], "summary": user["name"],
-                "email": user["email"], "time_zone": "Etc/UTC", "role": "user",
-                "self": f"{self.url}/users/{user['id']}", "html_url": f"https://fake.pagerduty.com/users/{user['id']}"}
+        return {
+            "id": user["id"],
+            "type": "user",
+            "name": user["name"],
+            "summary": user["name"],
+            "email": user["email"],
+            "time_zone": "Etc/UTC",
+            "role": "user",
+            "self": f"{self.url}/users/{user['id']}",
+            "html_url": f"https://fake.pagerduty.com/users/{user['id']}",
+        }
 
     def _incident(self, incident: _Incident) -> dict[str, Any]:
         return {
-            "id": incident.id, "type": "incident", "summary": f"[#{incident.number}] {incident.title}",
+            "id": incident.id,
+            "type": "incident",
+            "summary": f"[#{incident.number}] {incident.title}",
             "self": f"{self.url}/incidents/{incident.id}",
             "html_url": f"https://fake.pagerduty.com/incidents/{incident.id}",
-            "incident_number": incident.number, "title": incident.title, "status": incident.status,
-            "urgency": "high", "created_at": incident.created_at, "escalation_level": incident.escalation_level,
-            "assignments": [{"at": incident.created_at, "assignee": self._ref(self.users[uid])}
-                            for uid in incident.assignees],
+            "incident_number": incident.number,
+            "title": incident.title,
+            "status": incident.status,
+            "urgency": "high",
+            "created_at": incident.created_at,
+            "escalation_level": incident.escalation_level,
+            "assignments": [
+                {"at": incident.created_at, "assignee": self._ref(self.users[uid])} for uid in incident.assignees
+            ],
         }
 
 

@@ -18,14 +18,33 @@ from worker.testing.postgres import free_port
 class LiveWorker:
     """`incident-worker serve` on 127.0.0.1:<free port> with the given environment."""
 
-    def __init__(self, *, env: Mapping[str, str], cwd: Path, config_dir: Path, playbooks_dir: Path | None = None,
-                 args: tuple[str, ...] = (), port: int | None = None):
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str],
+        cwd: Path,
+        config_dir: Path,
+        playbooks_dir: Path | None = None,
+        args: tuple[str, ...] = (),
+        port: int | None = None,
+    ):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cwd = cwd
         self.env = {**os.environ, **env}
-        self.argv = [sys.executable, "-m", "worker.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                     "--config", str(config_dir), *args]
+        self.argv = [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--config",
+            str(config_dir),
+            *args,
+        ]
         if playbooks_dir is not None:
             self.argv += ["--playbooks", str(playbooks_dir)]
         self.process: subprocess.Popen[bytes] | None = None
@@ -33,8 +52,9 @@ class LiveWorker:
 
     def start(self, *, timeout: float = 30) -> LiveWorker:
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
