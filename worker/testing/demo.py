@@ -22,6 +22,7 @@ from worker.testing.fake_flags import FakeFlags
 from worker.testing.fake_kubernetes import FakeKubernetes
 from worker.testing.fake_pagerduty import FakePagerDuty
 from worker.testing.fake_prometheus import FakePrometheus
+from worker.testing.fake_statuspage import FakeStatuspage
 from worker.testing.live import LiveWorker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,7 @@ def run_demo(*, port: int, auto_approve: bool, keep_running: bool) -> int:
     pagerduty.add_incident(
         INCIDENT, assignees=[{"id": "PUSR3MQ", "name": "Dana Okafor", "email": "dana.okafor@example.com"}]
     )
+    statuspage = FakeStatuspage().start()
     prometheus = _start_prometheus()
     moto = _start_moto()
     env = {
@@ -74,6 +76,9 @@ def run_demo(*, port: int, auto_approve: bool, keep_running: bool) -> int:
         "AWS_SECRET_ACCESS_KEY": "demo",
         "AWS_DEFAULT_REGION": "us-east-1",
         "WORKER_SECRET_FLAGS_TOKEN": "demo-flags-token",
+        "WORKER_STATUSPAGE_API_KEY": statuspage.api_key,
+        "WORKER_STATUSPAGE_PAGE_ID": statuspage.page_id,
+        "WORKER_STATUSPAGE_API_URL": statuspage.url,
     }
     worker = LiveWorker(env=env, cwd=work, config_dir=config_dir, playbooks_dir=playbooks_dir, port=port)
     try:
@@ -115,6 +120,10 @@ def run_demo(*, port: int, auto_approve: bool, keep_running: bool) -> int:
         _say(f"cluster:     shop/checkout now at revision {_revision(after)}, image {_image(after)}")
         incident = _wait_for(lambda: _incident(worker.url), timeout=30)
         _say(f"incident:    #{incident['id']} {incident['severity']} {incident['status']} ({incident['channel']})")
+        _wait_for(lambda: any(len(i["incident_updates"]) >= 3 for i in statuspage.incidents.values()), timeout=15)
+        for page in statuspage.incidents.values():
+            updates = " -> ".join(u["status"] for u in reversed(page["incident_updates"]))
+            _say(f"status page: {page['name']}: {updates}; components {statuspage.components}")
         for entry in incident["timeline"]:
             _say(f"  {entry['at']}  {entry['kind']:<9} {entry['message']}")
         if keep_running:
@@ -126,7 +135,7 @@ def run_demo(*, port: int, auto_approve: bool, keep_running: bool) -> int:
         return 130
     finally:
         worker.stop()
-        for stop in (cluster.stop, flags.stop, pagerduty.stop):
+        for stop in (cluster.stop, flags.stop, pagerduty.stop, statuspage.stop):
             stop()
         if prometheus is not None:
             prometheus.stop()
