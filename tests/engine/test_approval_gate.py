@@ -269,3 +269,38 @@ def test_audit_chain_detects_an_edited_entry(make) -> None:  # type: ignore[no-u
         report = timeline.verify(session, incident_id=1)
     assert not report.ok
     assert report.first_bad_id == entry.id
+
+
+UNDO = """
+name: scale-with-undo
+match: {service: checkout}
+steps:
+  - id: scale-up
+    action: kubernetes.scale
+    with: {namespace: shop, deployment: checkout, replicas: 8}
+    verify:
+      action: check.prometheus
+      with: {url: "http://127.0.0.1:9090", query: checkout_error_ratio, expect: "< 0.05"}
+      within: 1m
+    undo:
+      action: kubernetes.scale
+      with: {namespace: shop, deployment: checkout, replicas: 3}
+"""
+
+
+def test_a_failed_verification_proposes_the_undo_behind_the_gate(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(playbooks={"scale": UNDO})
+    declared(h)
+    h.prometheus.value = 0.5
+    h.decide(h.links()["Dana Okafor"])
+    h.run()
+    assert h.cluster.mutations == [("scale", 8)]
+    h.clock.advance(minutes=2)
+    h.run()
+    steps = h.steps()
+    assert steps == {"scale-up": "failed", "undo-scale-up": "awaiting_approval"}
+    assert h.cluster.mutations == [("scale", 8)]  # the undo waits for a human too
+    h.decide(h.links()["Dana Okafor"])
+    h.run()
+    assert h.cluster.mutations == [("scale", 8), ("scale", 3)]
+    assert h.steps()["undo-scale-up"] == "succeeded"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 from harness import Harness, pd_event
 
@@ -134,5 +135,66 @@ def test_metrics_summary_computes_mtta_and_mttr(database_url: str, tmp_path: Pat
         summary = h.http.get("/api/metrics/summary?days=3650").get_json()
         assert summary["by_severity"]["SEV2"]["mtta_seconds"] == 240.0
         assert summary["by_service"]["checkout"]["resolved"] == 1
+    finally:
+        h.close()
+
+
+def test_resolution_waits_for_health_checks_through_the_hold(database_url: str, tmp_path: Path) -> None:
+    services = (
+        (Path(__file__).parents[2] / "config/services.yaml")
+        .read_text()
+        .replace("    health_checks: []", '    health_checks: [{url: "http://status.internal/checkout/health"}]')
+    )
+    h = make(
+        database_url,
+        tmp_path,
+        playbooks={},
+        resolution_hold=timedelta(minutes=2),
+        config_patch={"services.yaml": services},
+    )
+    healthy = {"ok": False}
+
+    class Health:
+        def check(self, url: str, *, expect_status: int = 200):  # type: ignore[no-untyped-def]
+            return SimpleNamespace(ok=healthy["ok"], message="200" if healthy["ok"] else "503")
+
+    h.runtime.clients.http = lambda hosts: Health()  # type: ignore[method-assign]
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.deliver(pd_event("incident.resolved"))
+        assert h.incident()["status"] == "mitigated"
+        h.clock.advance(minutes=3)
+        h.tick()
+        incident = h.incident()
+        assert incident["status"] == "mitigated"  # the check fails: the hold starts again
+        assert any("health check failing" in e["message"] for e in incident["timeline"])
+        healthy["ok"] = True
+        h.clock.advance(minutes=1)
+        h.tick()
+        assert h.incident()["status"] == "mitigated"  # not yet a full hold of passing checks
+        h.clock.advance(minutes=2)
+        h.tick()
+        assert h.incident()["status"] == "resolved"
+    finally:
+        h.close()
+
+
+def test_statuspage_update_step_runs_without_approval(database_url: str, tmp_path: Path) -> None:
+    book = """
+name: tell-customers
+match: {service: checkout}
+steps:
+  - id: public
+    action: statuspage.update
+    with: {status: identified, body: "We have identified the issue and are applying a fix."}
+"""
+    h = make(database_url, tmp_path, playbooks={"tell": book})
+    try:
+        h.deliver(pd_event("incident.triggered", priority="P3"))  # SEV3: not public by policy...
+        h.deliver(pd_event("incident.triggered", incident_id="PINC2", priority="P3"))  # ...declared by 2 alerts
+        h.run()
+        assert h.steps() == {"public": "succeeded"}
+        (page,) = h.statuspage.incidents.values()
+        assert page["status"] == "identified"
     finally:
         h.close()

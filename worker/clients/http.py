@@ -108,6 +108,7 @@ class HttpClient:
         except ValueError:
             body = response.text
         log.info("%s %s -> %s", method, _redact(url, secrets), status)
+        response.read()
         return HttpResult(status, dict(response.headers), body, response.elapsed.total_seconds())
 
     def check(
