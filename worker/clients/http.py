@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -80,6 +81,7 @@ class HttpClient:
         expected = [expect_status] if isinstance(expect_status, int) else expect_status
         for _hop in range(5):
             self._check_url(url)
+            started = time.monotonic()
             try:
                 response = self._client.request(method, url, headers=headers, json=json)
             except httpx.TimeoutException:
@@ -108,8 +110,7 @@ class HttpClient:
         except ValueError:
             body = response.text
         log.info("%s %s -> %s", method, _redact(url, secrets), status)
-        response.read()
-        return HttpResult(status, dict(response.headers), body, response.elapsed.total_seconds())
+        return HttpResult(status, dict(response.headers), body, time.monotonic() - started)
 
     def check(
         self, url: str, *, expect_status: int = 200, json_path: str | None = None, json_condition: str | None = None
