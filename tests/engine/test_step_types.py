@@ -1,0 +1,108 @@
+"""Step types through the executor against their peers: Route53 on moto's server, notes on Opsgenie."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from conftest import webhook
+from harness import Harness, pd_event
+from worker.clients.route53 import Route53Client
+from worker.testing.stubs import StubNotes
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_route53_set_weights_step_shifts_traffic_after_approval(
+    moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    raw = boto3.client("route53", endpoint_url=moto_url, region_name="us-east-1")
+    zone = raw.create_hosted_zone(Name="example.com.", CallerReference="steps")["HostedZone"]["Id"].split("/")[-1]
+    raw.change_resource_record_sets(
+        HostedZoneId=zone,
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": "api.example.com.",
+                        "Type": "A",
+                        "SetIdentifier": ident,
+                        "Weight": weight,
+                        "TTL": 60,
+                        "ResourceRecords": [{"Value": ip}],
+                    },
+                }
+                for ident, weight, ip in (("blue", 100, "192.0.2.1"), ("green", 0, "192.0.2.2"))
+            ]
+        },
+    )
+    services = (Path(__file__).parents[2] / "config/services.yaml").read_text().replace("Z0EXAMPLECHECKOUT", zone)
+    book = f"""
+name: shift
+match: {{service: checkout}}
+steps:
+  - id: shift
+    action: route53.set_weights
+    with: {{hosted_zone_id: {zone}, record_name: api.example.com., weights: {{blue: 0, green: 100}}}}
+"""
+    h = Harness(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        tmp_path=tmp_path,
+        playbooks={"shift": book},
+        config_patch={"services.yaml": services},
+    )
+    h.runtime.clients._injected["route53"] = Route53Client.from_settings(endpoint_url=moto_url)
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        page = h.open_page(h.links()["Dana Okafor"]).get_data(as_text=True)
+        assert "blue 100→0, green 0→100" in page and "UPSERT" in page  # the exact change batch is shown
+        h.decide(h.links()["Dana Okafor"])
+        h.run()
+        records = raw.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+        assert {r["SetIdentifier"]: r["Weight"] for r in records if "Weight" in r} == {"blue": 0, "green": 100}
+        step = h.incident()["runs"][0]["steps"][0]
+        assert step["status"] == "succeeded" and step["output"]["change_id"]
+    finally:
+        h.close()
+
+
+def test_opsgenie_note_step_notes_the_originating_alert(tmp_path: Path) -> None:
+    book = """
+name: tell
+match: {service: checkout}
+steps:
+  - id: note
+    action: opsgenie.note
+    with: {note: "incident-worker is on {{ incident.service }} ({{ incident.severity }})"}
+"""
+    h = Harness(database_url=f"sqlite:///{tmp_path / 'w.db'}", tmp_path=tmp_path, playbooks={"tell": book})
+    notes = StubNotes()
+    h.runtime.clients._injected["opsgenie"] = notes
+    try:
+        h.deliver(webhook("opsgenie", "Create.json"), source="opsgenie")
+        h.run()
+        assert notes.notes == [
+            ("7d2e9c41-5b8a-4f06-9e3d-2a1c6b8f0e57-1789374723417", "incident-worker is on checkout (SEV1)")
+        ]
+        assert h.steps() == {"note": "succeeded"}
+    finally:
+        h.close()
