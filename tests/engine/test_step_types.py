@@ -7,10 +7,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
-
 from conftest import webhook
 from harness import Harness, pd_event
+from moto.server import ThreadedMotoServer
+
 from worker.clients.route53 import Route53Client
 from worker.testing.stubs import StubNotes
 
