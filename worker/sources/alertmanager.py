@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from worker.domain.events import AlertEvent, EventKind
 from worker.errors import WebhookRejected
@@ -23,8 +23,8 @@ class Alert(_Payload):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = {}
-    startsAt: datetime  # noqa: N815 - Alertmanager's field names
-    endsAt: datetime | None = None  # noqa: N815
+    startsAt: AwareDatetime  # noqa: N815 - Alertmanager's field names
+    endsAt: AwareDatetime | None = None  # noqa: N815
     generatorURL: str | None = None  # noqa: N815
     fingerprint: str | None = None
 

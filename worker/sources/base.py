@@ -64,15 +64,19 @@ def decode_json(body: bytes) -> Any:
         raise WebhookRejected(400, "body is not UTF-8 encoded JSON") from None
     except json.JSONDecodeError as exc:
         raise WebhookRejected(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise WebhookRejected(400, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise WebhookRejected(400, f"malformed JSON: {exc}") from None
 
 
-def validate(model: type[BaseModel], data: Any) -> Any:
-    """Validate a payload; the 400 names the first offending field as a dotted path."""
+def validate(model: type[BaseModel], data: Any, *, at: str = "") -> Any:
+    """Validate a payload (or the part of it at dotted path `at`); the 400 names the first offending field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(body)"
+        field = ".".join([*filter(None, [at]), *(str(p) for p in first["loc"])]) or "(body)"
         raise WebhookRejected(400, f"schema violation at {field}: {first['msg']}", field=field) from None
 
 

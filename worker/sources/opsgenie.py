@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -130,11 +130,20 @@ class Opsgenie(Source):
 
 
 def _timestamp(alert: Alert, received_at: datetime) -> datetime:
-    if alert.updatedAt:
-        return datetime.fromtimestamp(alert.updatedAt / 1e9, UTC)  # nanoseconds
-    if alert.createdAt:
-        return datetime.fromtimestamp(alert.createdAt / 1e3, UTC)  # milliseconds
+    # Integer arithmetic: a float of epoch nanoseconds cannot hold microsecond precision.
+    for field, value, per_second in (("updatedAt", alert.updatedAt, 10**9), ("createdAt", alert.createdAt, 10**3)):
+        if value:
+            seconds, rest = divmod(value, per_second)
+            try:
+                return _EPOCH + timedelta(seconds=seconds, microseconds=rest * 10**6 // per_second)
+            except OverflowError:
+                raise WebhookRejected(
+                    400, f"schema violation at alert.{field}: timestamp out of range", field=f"alert.{field}"
+                ) from None
     return received_at
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _basic_password(authorization: str) -> str | None:

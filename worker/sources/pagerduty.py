@@ -7,7 +7,7 @@ import hmac
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from worker.domain.events import AlertEvent, EventKind
 from worker.errors import WebhookRejected
@@ -29,7 +29,7 @@ class Event(_Payload):
     id: str
     event_type: str
     resource_type: str | None = None
-    occurred_at: datetime
+    occurred_at: AwareDatetime  # RFC 3339: always with an offset
     agent: Reference | None = None
     data: dict[str, Any]
 
@@ -107,14 +107,14 @@ class PagerDuty(Source):
             "actor": event.agent.summary if event.agent else None,
         }
         if kind is EventKind.ANNOTATED:
-            note: NoteData = validate(NoteData, event.data)
+            note: NoteData = validate(NoteData, event.data, at="event.data")
             return AlertEvent(
                 kind=kind, external_id=note.incident.id, title=note.incident.summary or "", note=note.content, **common
             )
         if kind is None or event.data.get("type") != "incident":
             # pagey.ping, service.* and event types added after this code was written: accepted, ignored.
             return AlertEvent(kind=EventKind.IGNORED, external_id=None, title=event.event_type, **common)
-        data: IncidentData = validate(IncidentData, event.data)
+        data: IncidentData = validate(IncidentData, event.data, at="event.data")
         labels = {k: str(v) for k, v in (data.custom_details or {}).items() if isinstance(v, str | int | float | bool)}
         return AlertEvent(
             kind=kind,
