@@ -1,9 +1,10 @@
 """Kubernetes Deployments through the official client, with `kubectl rollout`'s exact semantics.
 
-Rollback follows kubectl (pkg/polymorphichelpers/rollback.go): the owned ReplicaSets by the
-deployment's selector and controller reference, revisions from deployment.kubernetes.io/revision,
-the previous (second-highest) revision or --to-revision, the target template minus
-pod-template-hash, annotations rebuilt from kubectl's skip list, one JSON Patch.
+Rollback follows kubectl (pkg/polymorphichelpers/rollback.go): the ReplicaSets the deployment
+controls, found by its selector; revisions from deployment.kubernetes.io/revision; the second-highest
+revision or --to-revision; the target template minus pod-template-hash; annotations rebuilt from
+kubectl's skip list; one JSON Patch. Restart and scale send the patches kubectl sends. Objects are
+read as the server's JSON, not through the client's models, so no field is lost on the way back.
 """
 
 from __future__ import annotations
@@ -12,65 +13,103 @@ import copy
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from pydantic import BaseModel, ConfigDict
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from worker.errors import PermanentError, TransientError
 
 REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 HASH = "pod-template-hash"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 # kubectl keeps these deployment annotations as they are and copies every other one from the ReplicaSet.
-SKIP_ANNOTATIONS = (
-    "kubectl.kubernetes.io/last-applied-configuration",
-    REVISION,
-    "deployment.kubernetes.io/revision-history",
-    "deployment.kubernetes.io/desired-replicas",
-    "deployment.kubernetes.io/max-replicas",
-    "deprecated.deployment.rollback.to",
+SKIP_ANNOTATIONS = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        REVISION_HISTORY,
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+        "deprecated.deployment.rollback.to",
+    }
 )
-PAUSED = "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again"
+PAUSED_ROLLBACK = "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again"
+JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 
 
-@dataclass(frozen=True)
-class RollbackPlan:
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RollbackPlan(_Model):
+    """What `kubectl rollout undo` would do now: the revisions, the exact template and annotations."""
+
+    namespace: str
+    deployment: str
     current_revision: int
     target_revision: int
-    target_template: dict[str, Any]
+    target_template: dict[str, Any]  # pod-template-hash removed, as kubectl patches it
     current_template: dict[str, Any]
-    annotations: dict[str, str]
-    noop: bool
-    state_fingerprint: str
-    target_fingerprint: str  # the target template's: after the rollback the deployment has exactly it
+    annotations: dict[str, str]  # the deployment's annotations after the rollback (kubectl replaces them all)
+    noop: bool  # the template already equals the target: kubectl's "skipped rollback"
+    state_fingerprint: str  # changes when the current template, its revision or the target changes
+    target_fingerprint: str  # the target template's; equals DeploymentState.template_fingerprint once rolled back
 
 
-@dataclass(frozen=True)
-class RollbackResult:
+class RollbackResult(_Model):
+    """The revision rolled back to (numbered as in the plan) and whether kubectl would have skipped it."""
+
     revision: int
     skipped: bool
 
 
-@dataclass(frozen=True)
-class DeploymentState:
+class RestartResult(_Model):
+    """The restartedAt value now on the pod template; skipped when it was already there."""
+
+    restarted_at: str
+    skipped: bool
+
+
+class ScaleResult(_Model):
+    """The replica count the scale subresource reports after the change."""
+
+    replicas: int
+
+
+class DeploymentState(_Model):
+    """A Deployment as verification and idempotency checks need it."""
+
     revision: int
     replicas: int
     paused: bool
-    fingerprint: str  # changes whenever the pod template or the replica count changes
+    generation: int
+    observed_generation: int
+    updated_replicas: int
+    available_replicas: int
+    restarted_at: str | None
+    fingerprint: str  # template and replica count: changes whenever either changes
     template_fingerprint: str
 
 
 class KubernetesClient:
-    """Deployment operations; raises only TransientError and PermanentError."""
+    """Deployment operations with kubectl's semantics; raises only TransientError and PermanentError."""
 
-    def __init__(self, api_client: client.ApiClient):
-        self._api_client = api_client
+    def __init__(self, api_client: client.ApiClient, *, timeout: float = 10.0, page_size: int = 500):
+        # An injected ApiClient keeps its urllib3 retry settings; give it retries=0 as load() does, or
+        # GETs answered 429/503 with Retry-After are retried (and slept on) below the executor's policy.
         self._apps = client.AppsV1Api(api_client)
+        self._timeout = timeout  # seconds, for every request
+        self._page_size = page_size  # ReplicaSets per LIST page (`continue` tokens are followed)
 
     @classmethod
     def load(cls, *, timeout: float = 10.0) -> KubernetesClient:
@@ -86,197 +125,237 @@ class KubernetesClient:
                 )
             except (ConfigException, OSError) as exc:
                 raise PermanentError(f"no Kubernetes configuration found: {exc}") from None
-        configuration.retries = 0  # the executor retries transient errors, with backoff, once
-        api = client.ApiClient(configuration)
-        api.rest_client.pool_manager.connection_pool_kw["timeout"] = timeout
-        return cls(api)
+        configuration.retries = 0  # the executor retries transient errors, under its one policy
+        return cls(client.ApiClient(configuration), timeout=timeout)
 
     # -- reads --------------------------------------------------------------------------------------
 
-    def _deployment(self, namespace: str, name: str) -> dict[str, Any]:
-        found = self._call(
-            f"read deployment {namespace}/{name}", self._apps.read_namespaced_deployment, name, namespace
+    def get_deployment_state(self, *, namespace: str, deployment: str) -> DeploymentState:
+        """Revision, replicas, pause and fingerprints of a Deployment."""
+        found = self._deployment(namespace, deployment)
+        spec, status = found["spec"], found.get("status") or {}
+        template = _without_hash(spec["template"])
+        replicas = int(spec.get("replicas", 1))
+        return DeploymentState(
+            revision=_revision(found) or 0,
+            replicas=replicas,
+            paused=bool(spec.get("paused")),
+            generation=int(found["metadata"].get("generation", 0)),
+            observed_generation=int(status.get("observedGeneration", 0)),
+            updated_replicas=int(status.get("updatedReplicas", 0)),
+            available_replicas=int(status.get("availableReplicas", 0)),
+            restarted_at=((template.get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT),
+            fingerprint=_fingerprint({"template": template, "replicas": replicas}),
+            template_fingerprint=_fingerprint(template),
         )
-        return dict(self._api_client.sanitize_for_serialization(found))
+
+    def plan_rollout_undo(self, *, namespace: str, deployment: str, to_revision: int | None = None) -> RollbackPlan:
+        """Read-only: what `kubectl rollout undo [--to-revision=N]` would do now (its messages on failure)."""
+        to_revision = to_revision or 0  # kubectl's default 0 means "the previous revision"
+        if to_revision < 0:
+            raise PermanentError(f"unable to find specified revision {to_revision} in history")
+        found = self._deployment(namespace, deployment)
+        current = found["spec"]["template"]
+        new_rs, candidates = _candidates(found, self._owned_replicasets(found))
+        target = _pick(candidates, to_revision)
+        if target is None and to_revision and new_rs is not None and _renumbered(new_rs, to_revision):
+            target = new_rs  # already rolled back to it (the controller renumbered it): the same no-op again
+        if target is None:
+            if to_revision:
+                raise PermanentError(f"unable to find specified revision {to_revision} in history")
+            raise PermanentError(f'no rollout history found for deployment "{deployment}"')
+        if found["spec"].get("paused"):
+            raise PermanentError(PAUSED_ROLLBACK)
+        target_template = copy.deepcopy(target["spec"]["template"])
+        ((target_template.get("metadata") or {}).get("labels") or {}).pop(HASH, None)
+        annotations = {k: v for k, v in (found["metadata"].get("annotations") or {}).items() if k in SKIP_ANNOTATIONS}
+        annotations |= {
+            k: v for k, v in (target["metadata"].get("annotations") or {}).items() if k not in SKIP_ANNOTATIONS
+        }
+        target_revision = to_revision or _revision(target) or 0
+        target_fingerprint = _fingerprint(_without_hash(target_template))
+        current_revision = _revision(found) or 0
+        state = {"template": _without_hash(current), "revision": current_revision, "target": target_fingerprint}
+        return RollbackPlan(
+            namespace=namespace,
+            deployment=deployment,
+            current_revision=current_revision,
+            target_revision=target_revision,
+            target_template=target_template,
+            current_template=current,
+            annotations=annotations,
+            noop=_without_hash(target_template) == _without_hash(current),
+            state_fingerprint=_fingerprint({**state, "target_revision": target_revision}),
+            target_fingerprint=target_fingerprint,
+        )
+
+    def _deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        _check_names(namespace, name)
+        return self._call(self._apps.read_namespaced_deployment, name, namespace)
 
     def _owned_replicasets(self, deployment: dict[str, Any]) -> list[dict[str, Any]]:
-        namespace = deployment["metadata"]["namespace"]
-        selector = _selector(deployment["spec"].get("selector") or {})
-        uid = deployment["metadata"]["uid"]
+        """ReplicaSets matching the selector whose controller reference is this deployment, in list order."""
+        meta = deployment["metadata"]
+        selector = selector_string(deployment["spec"].get("selector") or {})
         items: list[dict[str, Any]] = []
         token = None
         while True:
-            kwargs: dict[str, Any] = {"label_selector": selector, "limit": 500}
-            if token:
-                kwargs["_continue"] = token
+            extra = {"_continue": token} if token else {}
             page = self._call(
-                f"list replicasets in {namespace}", self._apps.list_namespaced_replica_set, namespace, **kwargs
+                self._apps.list_namespaced_replica_set,
+                meta["namespace"],
+                label_selector=selector,
+                limit=self._page_size,
+                **extra,
             )
-            data = self._api_client.sanitize_for_serialization(page)
-            items += data.get("items") or []
-            token = (data.get("metadata") or {}).get("continue")
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
             if not token:
                 break
         return [
             rs
             for rs in items
             if any(
-                ref.get("controller") and ref.get("uid") == uid for ref in rs["metadata"].get("ownerReferences") or []
+                r.get("controller") and r.get("uid") == meta["uid"] for r in rs["metadata"].get("ownerReferences") or []
             )
         ]
-
-    def get_deployment_state(self, *, namespace: str, deployment: str) -> DeploymentState:
-        found = self._deployment(namespace, deployment)
-        template = _without_hash(found["spec"]["template"])
-        replicas = int(found["spec"].get("replicas", 1))
-        revision = _revision(found)
-        return DeploymentState(
-            revision=revision,
-            replicas=replicas,
-            paused=bool(found["spec"].get("paused")),
-            fingerprint=_fingerprint({"template": template, "replicas": replicas}),
-            template_fingerprint=_fingerprint(template),
-        )
-
-    def plan_rollout_undo(self, *, namespace: str, deployment: str, to_revision: int | None = None) -> RollbackPlan:
-        """Read-only: what `kubectl rollout undo` would do now (kubectl's messages on failure)."""
-        if to_revision is not None and to_revision < 0:
-            raise PermanentError(f"unable to find specified revision {to_revision} in history")
-        found = self._deployment(namespace, deployment)
-        owned = self._owned_replicasets(found)
-        current_template = _without_hash(found["spec"]["template"])
-        by_revision: dict[int, dict[str, Any]] = {}
-        for rs in sorted(owned, key=lambda r: (r["metadata"].get("creationTimestamp") or "", r["metadata"]["name"])):
-            raw = (rs["metadata"].get("annotations") or {}).get(REVISION, "0")
-            try:
-                by_revision[int(raw or 0)] = rs
-            except ValueError:
-                continue  # kubectl skips a ReplicaSet whose revision does not parse
-        if not to_revision:
-            revisions = sorted(by_revision, reverse=True)
-            if len(revisions) < 2:
-                raise PermanentError(f'no rollout history found for deployment "{deployment}"')
-            target_revision = revisions[1]
-        else:
-            if to_revision not in by_revision:
-                raise PermanentError(f"unable to find specified revision {to_revision} in history")
-            target_revision = to_revision
-        if found["spec"].get("paused"):
-            raise PermanentError(PAUSED)
-        target = by_revision[target_revision]
-        target_template = _without_hash(target["spec"]["template"])
-        annotations = {k: v for k, v in (found["metadata"].get("annotations") or {}).items() if k in SKIP_ANNOTATIONS}
-        for key, value in (target["metadata"].get("annotations") or {}).items():
-            if key not in SKIP_ANNOTATIONS:
-                annotations[key] = value
-        return RollbackPlan(
-            current_revision=_revision(found),
-            target_revision=target_revision,
-            target_template=target_template,
-            current_template=current_template,
-            annotations=annotations,
-            noop=_semantic(target_template) == _semantic(current_template),
-            state_fingerprint=_fingerprint({"template": current_template, "revision": _revision(found)}),
-            target_fingerprint=_fingerprint(target_template),
-        )
 
     # -- changes ------------------------------------------------------------------------------------
 
     def rollout_undo(self, *, namespace: str, deployment: str, to_revision: int | None = None) -> RollbackResult:
-        """`kubectl rollout undo` (a no-op 'skipped rollback' when already at the target template)."""
+        """`kubectl rollout undo`; with to_revision, repeating it once there is the 'skipped rollback' no-op."""
         plan = self.plan_rollout_undo(namespace=namespace, deployment=deployment, to_revision=to_revision)
         if plan.noop:
-            return RollbackResult(plan.target_revision, skipped=True)
+            return RollbackResult(revision=plan.target_revision, skipped=True)
         patch = [
             {"op": "replace", "path": "/spec/template", "value": plan.target_template},
             {"op": "replace", "path": "/metadata/annotations", "value": plan.annotations},
         ]
-        self._call(
-            f"roll back deployment {namespace}/{deployment}",
-            self._apps.patch_namespaced_deployment,
-            deployment,
-            namespace,
-            patch,
-        )
-        return RollbackResult(plan.target_revision, skipped=False)
+        self._call(self._apps.patch_namespaced_deployment, deployment, namespace, patch, _content_type=JSON_PATCH)
+        return RollbackResult(revision=plan.target_revision, skipped=False)
 
-    def rollout_restart(self, *, namespace: str, deployment: str, at: datetime) -> None:
-        """`kubectl rollout restart`: stamp restartedAt (the same `at` again changes nothing)."""
+    def rollout_restart(self, *, namespace: str, deployment: str, at: datetime) -> RestartResult:
+        """`kubectl rollout restart`: stamp restartedAt=`at` (RFC 3339); the same `at` again changes nothing."""
+        if at.tzinfo is None:
+            raise PermanentError("restart time must be timezone-aware")
+        stamp = at.isoformat(timespec="seconds").replace("+00:00", "Z")
         found = self._deployment(namespace, deployment)
         if found["spec"].get("paused"):
-            raise PermanentError("can't restart paused deployment (run rollout resume first)")
-        stamp = at.isoformat(timespec="seconds").replace("+00:00", "Z")
+            raise PermanentError(
+                f'deployments.apps "{deployment}" can\'t restart paused deployment (run rollout resume first)'
+            )
         current = ((found["spec"]["template"].get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
-        if current == stamp:
-            return
+        if current is not None and _same_instant(current, at):
+            return RestartResult(restarted_at=current, skipped=True)
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         self._call(
-            f"restart deployment {namespace}/{deployment}",
-            self._apps.patch_namespaced_deployment,
-            deployment,
-            namespace,
-            body,
+            self._apps.patch_namespaced_deployment, deployment, namespace, body, _content_type=STRATEGIC_MERGE_PATCH
         )
+        return RestartResult(restarted_at=stamp, skipped=False)
 
-    def scale(self, *, namespace: str, deployment: str, replicas: int) -> None:
+    def scale(self, *, namespace: str, deployment: str, replicas: int) -> ScaleResult:
         """`kubectl scale --replicas=N`: a merge patch of the scale subresource."""
-        self._call(
-            f"scale deployment {namespace}/{deployment}",
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise PermanentError(f"replicas must be a non-negative integer, not {replicas!r}")
+        _check_names(namespace, deployment)
+        scale = self._call(
             self._apps.patch_namespaced_deployment_scale,
             deployment,
             namespace,
             {"spec": {"replicas": replicas}},
+            _content_type=MERGE_PATCH,
         )
+        return ScaleResult(replicas=int((scale.get("spec") or {}).get("replicas", 0)))
 
     # -- errors -------------------------------------------------------------------------------------
 
-    def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the API and return the server's JSON; SDK and transport errors become ours."""
+        what = f"{method.__name__.replace('_', ' ')} {'/'.join(reversed(args[:2])) if args else ''}".strip()
         try:
-            return method(*args, **kwargs)
+            response = method(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
         except ApiException as exc:
             message = _api_message(exc)
-            if exc.status in (429,) or (exc.status or 0) >= 500:
-                retry = (exc.headers or {}).get("Retry-After") if exc.headers else None
-                raise TransientError(
-                    f"{what}: {exc.status} {message}", retry_after=float(retry) if retry and retry.isdigit() else None
-                ) from None
-            raise PermanentError(f"{what}: {message}") from None
+            if exc.status in (None, 0, 429) or exc.status >= 500:
+                raise TransientError(f"{what}: {exc.status} {message}", retry_after=_retry_after(exc)) from None
+            raise PermanentError(message) from None
         except (Urllib3Error, OSError) as exc:
-            raise TransientError(f"{what}: {exc}") from None
+            raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
+        try:
+            return json.loads(response.data)
+        except ValueError as exc:  # a body that is not JSON: a proxy in the way, not the API server
+            raise TransientError(f"{what}: unreadable response: {exc}") from None
 
 
-def _api_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)
-
-
-def _selector(selector: dict[str, Any]) -> str:
-    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+def selector_string(selector: dict[str, Any]) -> str:
+    """metav1.LabelSelectorAsSelector(...).String(): requirements sorted by key, set values sorted."""
+    parts = [(k, f"{k}={v}") for k, v in (selector.get("matchLabels") or {}).items()]
     for expression in selector.get("matchExpressions") or []:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values") or []
-        if operator == "In":
-            parts.append(f"{key} in ({','.join(values)})")
-        elif operator == "NotIn":
-            parts.append(f"{key} notin ({','.join(values)})")
-        elif operator == "Exists":
-            parts.append(key)
-        elif operator == "DoesNotExist":
-            parts.append(f"!{key}")
-    return ",".join(parts)
+        key, op, values = expression["key"], expression["operator"], sorted(expression.get("values") or [])
+        text = {"In": f"{key} in ({','.join(values)})", "NotIn": f"{key} notin ({','.join(values)})"}
+        text |= {"Exists": key, "DoesNotExist": f"!{key}"}
+        if op not in text:
+            raise PermanentError(f"{op!r} is not a valid label selector operator")
+        parts.append((key, text[op]))
+    return ",".join(text for _, text in sorted(parts, key=lambda p: p[0]))
+
+
+def _check_names(namespace: str, name: str) -> None:
+    # An empty name would turn a GET of one object into a LIST of all of them.
+    for value, what in ((namespace, "namespace"), (name, "deployment name")):
+        if not isinstance(value, str) or not value or "/" in value:
+            raise PermanentError(f"invalid {what}: {value!r}")
+
+
+def _candidates(deployment: dict[str, Any], owned: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, list[Any]]:
+    """kubectl's GetAllReplicaSets: the new ReplicaSet (oldest with the same template) last, the old ones first."""
+    template = _without_hash(deployment["spec"]["template"])
+    by_age = sorted(owned, key=lambda rs: (rs["metadata"].get("creationTimestamp") or "", rs["metadata"]["name"]))
+    new_rs = next((rs for rs in by_age if _without_hash(rs["spec"]["template"]) == template), None)
+    return new_rs, [rs for rs in owned if rs is not new_rs] + ([new_rs] if new_rs is not None else [])
+
+
+def _pick(candidates: list[dict[str, Any]], to_revision: int) -> dict[str, Any] | None:
+    """kubectl's deploymentRevision loop, ties and revision 0 included."""
+    top, second = (0, None), (0, None)  # (revision, ReplicaSet)
+    for rs in candidates:
+        revision = _revision(rs)
+        if revision is None:
+            continue  # kubectl skips a ReplicaSet whose revision does not parse
+        if to_revision and revision == to_revision:
+            return rs
+        if revision > top[0]:
+            top, second = (revision, rs), top
+        elif revision > second[0]:
+            second = (revision, rs)
+    return None if to_revision else second[1]
+
+
+def _renumbered(rs: dict[str, Any], revision: int) -> bool:
+    """The controller moved this ReplicaSet from `revision` to a new number (revision-history keeps the old)."""
+    history = (rs["metadata"].get("annotations") or {}).get(REVISION_HISTORY, "")
+    return str(revision) in history.split(",")
+
+
+def _revision(obj: dict[str, Any]) -> int | None:
+    """deploymentutil.Revision: a missing annotation is 0; one that does not parse is None."""
+    try:
+        return int((obj["metadata"].get("annotations") or {}).get(REVISION, "0"))
+    except ValueError:
+        return None
 
 
 def _without_hash(template: dict[str, Any]) -> dict[str, Any]:
-    clean = copy.deepcopy(template)
+    """The template as kubectl compares it: without pod-template-hash, zero values dropped."""
+    clean = _semantic(template)
     labels = (clean.get("metadata") or {}).get("labels")
     if labels:
         labels.pop(HASH, None)
-    return clean
+    return _semantic(clean)  # type: ignore[no-any-return]
 
 
 def _semantic(value: Any) -> Any:
-    """Equality as Kubernetes' semantic DeepEqual sees it: zero values (null, {}, []) do not count."""
+    """Equality as apimachinery's semantic DeepEqual sees typed objects: zero values (null, {}, []) do not count."""
     if isinstance(value, dict):
         items = {k: _semantic(v) for k, v in value.items()}
         return {k: v for k, v in items.items() if v not in (None, {}, [])}
@@ -285,12 +364,38 @@ def _semantic(value: Any) -> Any:
     return value
 
 
-def _revision(deployment: dict[str, Any]) -> int:
-    try:
-        return int((deployment["metadata"].get("annotations") or {}).get(REVISION, "0") or 0)
-    except ValueError:
-        return 0
-
-
 def _fingerprint(value: Any) -> str:
     return hashlib.sha256(json.dumps(_semantic(value), sort_keys=True).encode()).hexdigest()
+
+
+def _same_instant(stamp: str, at: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")) == at.replace(microsecond=0)
+    except ValueError:
+        return False
+
+
+def _api_message(exc: ApiException) -> str:
+    """The Status object's message, else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or f"HTTP {exc.status}")
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    """Retry-After in seconds, given as seconds or as an HTTP date."""
+    value = (exc.headers or {}).get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        delta = parsedate_to_datetime(value) - datetime.now().astimezone()
+    except (TypeError, ValueError):
+        return None
+    return max(delta.total_seconds(), 0.0)
