@@ -13,7 +13,7 @@ from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import as_utc
 from worker.domain.events import AlertEvent, EventKind
 from worker.domain.incidents import IncidentStatus, TimelineKind, channel_name
-from worker.domain.severity import Severity
+from worker.domain.severity import Impact, Scope, Severity
 from worker.store import incidents as incident_store
 from worker.store import timeline
 from worker.store.inbox import claim_event
@@ -67,6 +67,8 @@ class Intake:
         if alert is None or (refire and alert.incident.status == IncidentStatus.RESOLVED):
             if event.kind not in _CAN_CREATE:
                 return  # e.g. a resolve or a note for an alert we never saw: nothing to change
+            if not (event.title or event.service_name or event.service_id):
+                return  # e.g. Opsgenie's Escalate carries only the alert id: nothing to open an incident with
             alert = self._new_alert(session, event=event, now=now, outcome=outcome)
             if event.kind is EventKind.TRIGGERED:
                 return
@@ -368,16 +370,35 @@ class Intake:
                 key=lambda s: s.rank,
                 default=verdict.severity,
             )
-            if worst.rank > current.rank:
+            target = worst if worst.is_worse_than(verdict.severity) else verdict.severity
+            if current.is_worse_than(target):
+                held = "" if target is verdict.severity else f"; another open alert is still {target.value}"
                 self._set_severity(
                     session,
                     incident=incident,
-                    verdict=verdict,
+                    verdict=self._at_severity(verdict, target, incident=incident),
                     now=now,
                     outcome=outcome,
-                    message=f"severity lowered {current.value} -> {verdict.severity.value}: "
-                    f"{event.source} priority changed to {event.priority}",
+                    message=f"severity lowered {current.value} -> {target.value}: "
+                    f"{event.source} priority changed to {event.priority}{held}",
                 )
+
+    def _at_severity(self, verdict: Classification, target: Severity, *, incident: Incident) -> Classification:
+        """The verdict moved to `target`, with an impact and scope the matrix maps to it (closest to the verdict's)."""
+        if target is verdict.severity:
+            return verdict
+        cells = [
+            (scope, impact)
+            for scope, row in self.catalog.severity.matrix.items()
+            for impact, severity in row.items()
+            if severity is target
+        ]
+        if cells:
+            scope, impact = min(cells, key=lambda c: (c[0] is not verdict.scope, c[1] is not verdict.impact))
+        else:  # a custom matrix without this severity: keep what the incident had
+            scope, impact = Scope(incident.scope), Impact(incident.impact)
+        reasons = (*verdict.reasons, f"held at {target.value} by another open alert")
+        return Classification(impact, scope, target, reasons)
 
     def _on_assign(
         self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime, outcome: Outcome
