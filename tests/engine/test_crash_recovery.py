@@ -1,0 +1,196 @@
+"""A crash between storing and processing, or in the middle of processing, loses nothing and repeats nothing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import CONFIG, webhook
+from sqlalchemy import func, select
+
+from worker.engine.intake import Intake
+from worker.engine.runtime import Runtime
+from worker.settings import Settings
+from worker.store.inbox import NewDelivery
+from worker.store.tables import Alert, Delivery, Incident, ProcessedEvent, TimelineEntry
+from worker.testing.live import LiveWorker
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    (tmp_path / "playbooks").mkdir()
+    return Settings.from_env(
+        {},
+        database_url=database_url,
+        config_dir=CONFIG,
+        playbooks_dir=tmp_path / "playbooks",
+        resolution_hold=timedelta(0),
+    )
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    built = Runtime.build(settings)
+    yield built
+    built.close()
+
+
+def store(runtime: Runtime, name: str, key: str) -> None:
+    runtime.writer.store(
+        NewDelivery(
+            source="pagerduty", dedup_key=key, headers={}, body=webhook("pagerduty", name), received_at=runtime.clock()
+        )
+    )
+
+
+def counts(runtime: Runtime) -> dict[str, int]:
+    with runtime.readonly_sessions() as session:
+        totals = {
+            t.__tablename__: session.scalar(select(func.count()).select_from(t))
+            for t in (Incident, Alert, TimelineEntry, ProcessedEvent)
+        }
+        for state in ("pending", "done", "failed"):
+            totals[state] = session.scalar(select(func.count()).where(Delivery.state == state))
+        return totals  # type: ignore[return-value]
+
+
+def test_a_stored_delivery_is_processed_by_the_next_runtime_exactly_once(settings: Settings) -> None:
+    first = Runtime.build(settings)
+    store(first, "incident.triggered.json", "d1")
+    store(first, "incident.acknowledged.json", "d2")
+    first.close()  # the process dies between storing and processing
+    second = Runtime.build(settings)
+    try:
+        assert counts(second)["pending"] == 2
+        assert second.processor.run_once() == 2
+        assert second.processor.run_once() == 0
+        after = counts(second)
+        assert (after["incidents"], after["alerts"], after["done"], after["pending"]) == (1, 1, 2, 0)
+    finally:
+        second.close()
+    third = Runtime.build(settings)  # and a later restart does not process them again
+    try:
+        assert third.processor.run_once() == 0 and counts(third) == after
+    finally:
+        third.close()
+
+
+def test_an_exception_mid_processing_leaves_nothing_half_applied(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Intake.apply
+    calls: list[int] = []
+
+    def work_then_fail(self: Intake, session: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        original(self, session, **kwargs)  # incident, alert, timeline and the event claim are written...
+        session.flush()
+        assert session.scalar(select(func.count()).select_from(Incident)) == 1
+        raise RuntimeError("power cut")  # ...and then the process fails
+
+    monkeypatch.setattr(Intake, "apply", work_then_fail)
+    store(runtime, "incident.triggered.json", "d1")
+    assert runtime.processor.run_once() == 0
+    before = counts(runtime)
+    assert before == {
+        "incidents": 0,
+        "alerts": 0,
+        "timeline": 0,
+        "processed_events": 0,
+        "pending": 1,
+        "done": 0,
+        "failed": 0,
+    }
+    with runtime.readonly_sessions() as session:
+        delivery = session.scalars(select(Delivery)).one()
+        assert delivery.attempts == 1 and "power cut" in (delivery.error or "")
+    monkeypatch.setattr(Intake, "apply", original)
+    assert runtime.processor.run_once() == 1
+    assert runtime.processor.run_once() == 0
+    after = counts(runtime)
+    assert (after["incidents"], after["alerts"], after["processed_events"], after["done"]) == (1, 1, 1, 1)
+    with runtime.readonly_sessions() as session:
+        detected = session.scalar(select(func.count()).where(TimelineEntry.kind == "detected"))
+        assert detected == 1
+    assert len(calls) == 1
+
+
+def test_a_poison_delivery_is_parked_after_its_attempts_and_does_not_block_the_rest(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Intake.apply
+
+    def fail_on_ack(self: Intake, session: Any, **kwargs: Any) -> Any:
+        if any(e.kind.value == "acknowledged" for e in kwargs["events"]):
+            raise RuntimeError("bad luck")
+        return original(self, session, **kwargs)
+
+    monkeypatch.setattr(Intake, "apply", fail_on_ack)
+    store(runtime, "incident.acknowledged.json", "poison")
+    store(runtime, "incident.triggered.json", "fine")
+    for _ in range(6):
+        runtime.processor.run_once()
+    after = counts(runtime)
+    assert (after["failed"], after["done"], after["pending"], after["incidents"]) == (1, 1, 0, 1)
+
+
+def _am_body(n: int) -> bytes:
+    payload = json.loads(webhook("alertmanager", "firing-single.json"))
+    payload["groupKey"] = f"crash-{n}"
+    payload["commonLabels"] = {}
+    payload["alerts"][0]["labels"] = {"alertname": f"Crash{n}", "service": f"crash-svc-{n}", "severity": "warning"}
+    payload["alerts"][0]["fingerprint"] = f"{n:016x}"
+    return json.dumps(payload).encode()
+
+
+def _db(path: Path, query: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute(query).fetchone()[0])
+
+
+def test_kill_9_right_after_202_then_restart_processes_every_accepted_delivery_once(tmp_path: Path) -> None:
+    database = tmp_path / "worker.db"
+    env = {
+        "WORKER_DATABASE_URL": f"sqlite:///{database}",
+        "WORKER_ALERTMANAGER_TOKEN": "crash-token",
+        "WORKER_RESOLUTION_HOLD": "0s",
+    }
+    (tmp_path / "playbooks").mkdir()
+    headers = {"Authorization": "Bearer crash-token", "Content-Type": "application/json"}
+    total = 60
+    worker = LiveWorker(env=env, cwd=tmp_path, config_dir=CONFIG, playbooks_dir=tmp_path / "playbooks").start()
+    try:
+        with httpx.Client(timeout=15) as client, ThreadPoolExecutor(12) as pool:
+            answers = list(
+                pool.map(
+                    lambda n: client.post(f"{worker.url}/webhooks/alertmanager", content=_am_body(n), headers=headers),
+                    range(total),
+                )
+            )
+    finally:
+        worker.kill()  # SIGKILL to the whole process group, right after the last 202
+    assert [a.status_code for a in answers] == [202] * total
+    accepted = {a.json()["event_id"] for a in answers}
+    assert len(accepted) == total
+    assert _db(database, "select count(*) from deliveries") == total  # every 202 was durable
+    unprocessed_at_kill = _db(database, "select count(*) from deliveries where state = 'pending'")
+    with LiveWorker(env=env, cwd=tmp_path, config_dir=CONFIG, playbooks_dir=tmp_path / "playbooks") as restarted:
+        deadline = time.monotonic() + 60
+        while _db(database, "select count(*) from deliveries where state = 'pending'") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        found = httpx.get(f"{restarted.url}/api/incidents?limit=200", timeout=5).json()["incidents"]
+    assert _db(database, "select count(*) from deliveries where state = 'done'") == total
+    assert _db(database, "select count(*) from incidents") == total
+    assert _db(database, "select count(*) from alerts") == total
+    assert _db(database, "select count(*) from processed_events") == total
+    assert _db(database, "select count(*) from timeline where kind = 'detected'") == total  # none processed twice
+    assert sorted(i["service"] for i in found) == sorted(f"crash-svc-{n}" for n in range(total))
+    print(f"{unprocessed_at_kill} of {total} deliveries were still unprocessed at the kill")
