@@ -16,7 +16,7 @@ from worker.domain.incidents import IncidentStatus, TimelineKind, channel_name
 from worker.domain.severity import Impact, Scope, Severity
 from worker.store import incidents as incident_store
 from worker.store import timeline
-from worker.store.inbox import claim_event
+from worker.store.inbox import claim_event, fit_key
 from worker.store.tables import Alert, Incident
 
 # Provider events that carry the whole incident, so an unseen incident can still be created from them.
@@ -59,6 +59,7 @@ class Intake:
         return outcome
 
     def _apply(self, session: Session, *, event: AlertEvent, now: datetime, outcome: Outcome) -> None:
+        event = _fitted(event)
         assert event.external_id is not None
         alert = incident_store.find_alert(session, source=event.source, external_id=event.external_id)
         refire = (
@@ -447,6 +448,20 @@ class Intake:
             message=f"{incident.status}: {message}",
             data={"status": incident.status},
         )
+
+
+def _fitted(event: AlertEvent) -> AlertEvent:
+    """Provider strings cut to their columns; ids and group keys hashed when too long, so they stay distinct."""
+    fields = {
+        "external_id": fit_key(event.external_id or "", 255),
+        "group_key": fit_key(event.group_key, 512) if event.group_key else None,
+        "title": event.title[:512],
+        "service_name": event.service_name[:128] if event.service_name else None,
+        "priority": event.priority[:8] if event.priority else None,
+        "url": event.url if event.url and len(event.url) <= 1024 else None,
+        "actor": event.actor[:256] if event.actor else None,
+    }
+    return event.model_copy(update=fields)
 
 
 _HANDLERS = {

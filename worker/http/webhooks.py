@@ -30,12 +30,7 @@ def receive(source_name: str) -> tuple[Response, int]:
     if not source.enabled():
         variable = _SECRET_ENV[source_name]
         raise WebhookRejected(404, f"webhook source {source_name!r} is disabled: set {variable} to enable it")
-    length = request.content_length
-    if length is not None and length > runtime.settings.max_body_bytes:
-        raise WebhookRejected(413, "request body too large (limit 1 MiB)")
-    body = request.get_data(cache=False)
-    if len(body) > runtime.settings.max_body_bytes:
-        raise WebhookRejected(413, "request body too large (limit 1 MiB)")
+    body = _read_body(runtime.settings.max_body_bytes)
     source.authenticate(request.headers, body)
     if request.mimetype != "application/json":
         raise WebhookRejected(415, f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
@@ -59,3 +54,26 @@ def receive(source_name: str) -> tuple[Response, int]:
     if stored.duplicate:
         return jsonify({"duplicate": True, "event_id": stored.id}), 200
     return jsonify({"accepted": True, "event_id": stored.id, "incident_id": None}), 202
+
+
+def _read_body(limit: int) -> bytes:
+    """The request body, or a 413 when it is longer than `limit` (with or without a Content-Length)."""
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise WebhookRejected(413, "request body too large (limit 1 MiB)")
+        return request.get_data(cache=False)
+    # Chunked: werkzeug's limited stream stops silently at the limit, so read one byte past it ourselves
+    # (gunicorn terminates the input stream at the end of the chunked body).
+    stream = request.environ["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise WebhookRejected(413, "request body too large (limit 1 MiB)")
+    return b"".join(chunks)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +33,17 @@ class Stored:
     duplicate: bool
 
 
+def fit_key(key: str, limit: int) -> str:
+    """A key that fits its column: kept as is when short enough, else replaced by its SHA-256 (still unique)."""
+    if len(key) <= limit:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+DEDUP_KEY_LENGTH = 512  # deliveries.dedup_key
+EVENT_KEY_LENGTH = 768  # processed_events.key
+
+
 def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """The request headers worth keeping, minus anything that authenticates."""
     return {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
@@ -47,6 +59,11 @@ def insert_deliveries(session: Session, *, items: list[NewDelivery]) -> list[Sto
         return []
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # Provider-controlled keys (X-Webhook-Id, alert ids, group keys) may be longer than the column.
+    items = [
+        i if len(i.dedup_key) <= DEDUP_KEY_LENGTH else replace(i, dedup_key=fit_key(i.dedup_key, DEDUP_KEY_LENGTH))
+        for i in items
+    ]
     unique: dict[tuple[str, str], NewDelivery] = {}
     for item in items:
         unique.setdefault((item.source, item.dedup_key), item)
@@ -128,6 +145,7 @@ def record_failure(session: Session, *, delivery_id: int, error: str, max_attemp
 
 def claim_event(session: Session, *, key: str, now: datetime) -> bool:
     """True the first time an alert event is seen; False for a repeat (within retention)."""
+    key = fit_key(key, EVENT_KEY_LENGTH)
     if session.get(ProcessedEvent, key) is not None:
         return False
     session.add(ProcessedEvent(key=key, processed_at=now))
