@@ -13,6 +13,8 @@ import psycopg
 import pytest
 from conftest import CONFIG, PLAYBOOKS, webhook
 
+from worker.store import migrate
+from worker.store.db import make_engine
 from worker.testing.live import LiveWorker
 from worker.testing.postgres import TemporaryPostgres
 
@@ -69,3 +71,10 @@ def test_two_processes_share_the_work_without_doing_it_twice(
 
 
 pytestmark = pytest.mark.postgres
+
+
+def test_replicas_starting_together_migrate_once(postgres_server: TemporaryPostgres) -> None:
+    url = postgres_server.create_database(f"mig_{uuid.uuid4().hex[:8]}")
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: migrate.upgrade(make_engine(url)), range(4)))
+    assert results == [None] * 4
