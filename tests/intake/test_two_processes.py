@@ -75,6 +75,11 @@ pytestmark = pytest.mark.postgres
 
 def test_replicas_starting_together_migrate_once(postgres_server: TemporaryPostgres) -> None:
     url = postgres_server.create_database(f"mig_{uuid.uuid4().hex[:8]}")
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: migrate.upgrade(make_engine(url)), range(4)))
-    assert results == [None] * 4
+    engines = [make_engine(url) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(migrate.upgrade, engines))
+        assert results == [None] * 4
+    finally:
+        for engine in engines:
+            engine.dispose()
