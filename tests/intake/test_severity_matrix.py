@@ -98,3 +98,10 @@ def test_an_unknown_service_keeps_the_provider_name_and_default_tier() -> None:
     )
     routed = route(event, CATALOG.services)
     assert (routed.service, routed.tier, routed.entry) == ("billing-worker", 3, None)
+
+
+def test_a_named_service_wins_over_another_services_labels() -> None:
+    event = AlertEvent(source="opsgenie", kind=EventKind.TRIGGERED, event_key="k", external_id="x", title="t",
+                       service_name="search-api", labels={"deployment": "checkout-api"},
+                       occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert route(event, CATALOG.services).service == "search"

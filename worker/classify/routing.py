@@ -17,23 +17,31 @@ class Routed:
 
 
 def route(event: AlertEvent, catalog: ServicesConfig) -> Routed:
-    """First catalog service whose match rules accept the alert; else the provider's name."""
-    for service in catalog.services:
-        reason = _match(service, event)
-        if reason:
-            return Routed(service.name, service.tier, service, reason)
+    """The catalog service the alert names (PagerDuty id, then name), else the first whose labels match;
+    else the provider's own name. Explicit identity wins over label heuristics, whatever the order."""
+    for matcher in (_by_id, _by_name, _by_labels):
+        for service in catalog.services:
+            reason = matcher(service, event)
+            if reason:
+                return Routed(service.name, service.tier, service, reason)
     name = _slug(event.service_name or "unknown")
     return Routed(name, catalog.default_tier, None, f"no catalog entry matched; provider service {name!r}")
 
 
-def _match(service: Service, event: AlertEvent) -> str | None:
-    rules = service.match
-    if event.service_id and event.service_id in rules.pagerduty_service_ids:
+def _by_id(service: Service, event: AlertEvent) -> str | None:
+    if event.service_id and event.service_id in service.match.pagerduty_service_ids:
         return f"PagerDuty service id {event.service_id}"
-    names = {service.name, *rules.names}
-    if event.service_name and event.service_name in names:
+    return None
+
+
+def _by_name(service: Service, event: AlertEvent) -> str | None:
+    if event.service_name and event.service_name in {service.name, *service.match.names}:
         return f"service name {event.service_name!r}"
-    for labels in rules.labels:
+    return None
+
+
+def _by_labels(service: Service, event: AlertEvent) -> str | None:
+    for labels in service.match.labels:
         if labels and all(event.labels.get(k) == v for k, v in labels.items()):
             return "labels " + ", ".join(f"{k}={v}" for k, v in labels.items())
     return None
