@@ -199,3 +199,17 @@ def test_a_stored_delivery_is_processed_after_a_restart(database_url: str, tmp_p
         assert len(incidents(second)) == 1
     finally:
         second.close()
+
+
+def test_alerts_hidden_by_truncation_keep_the_incident_open(runtime: Runtime) -> None:
+    body = json.loads(webhook("alertmanager", "firing-single.json"))
+    body["truncatedAlerts"] = 2
+    deliver(runtime, "alertmanager", json.dumps(body).encode())
+    body["alerts"][0].update(status="resolved", endsAt="2026-09-14T08:30:00Z")  # the group still fires
+    deliver(runtime, "alertmanager", json.dumps(body).encode())
+    (incident,) = incidents(runtime)
+    assert incident["status"] == "triggered"
+    assert any("left 2 alert(s) of the group out" in m for _, m in incident["timeline"])
+    body.update(status="resolved", truncatedAlerts=0)
+    deliver(runtime, "alertmanager", json.dumps(body).encode())
+    assert incidents(runtime)[0]["status"] == "resolved"

@@ -50,3 +50,6 @@ class AlertEvent(BaseModel):
     assignees: tuple[str, ...] = ()
     note: str | None = None
     url: str | None = None
+    # Alerts of the same group the sender left out of this delivery (Alertmanager's max_alerts) while the
+    # group still fires: their state is unknown, so they keep an incident from resolving.
+    hidden_firing: int = 0

@@ -298,9 +298,21 @@ class Intake:
     ) -> None:
         if alert.status == "resolved":
             return
-        alert.status = "resolved"
-        firing = [a for a in incident.alerts if a.status != "resolved"]
+        firing = [a for a in incident.alerts if a.status != "resolved" and a is not alert]
         resolved_at = as_utc(event.occurred_at)
+        if event.hidden_firing and not firing:
+            # The alert stays open: the group's next notification says whether the others cleared too.
+            timeline.append(
+                session,
+                incident_id=incident.id,
+                at=resolved_at,
+                kind=TimelineKind.ALERT,
+                message=f"alert {alert.external_id!r} cleared, but Alertmanager left "
+                f"{event.hidden_firing} alert(s) of the group out of the notification; "
+                "not resolving until the group reports resolved",
+            )
+            return
+        alert.status = "resolved"
         if firing:
             timeline.append(
                 session,

@@ -70,10 +70,13 @@ class Alertmanager(Source):
         firing = alert.status == "firing"
         ends = alert.endsAt if alert.endsAt and not alert.endsAt.isoformat().startswith(_ZERO_TIME) else None
         title = alert.annotations.get("summary") or labels.get("alertname", "alert")
+        hidden = payload.truncatedAlerts if payload.status == "firing" else 0
+        key = f"alertmanager:{payload.groupKey}|{fingerprint}|{alert.status}|{alert.startsAt.isoformat()}"
         return AlertEvent(
             source=self.name,
             kind=EventKind.TRIGGERED if firing else EventKind.RESOLVED,
-            event_key=f"alertmanager:{payload.groupKey}|{fingerprint}|{alert.status}|{alert.startsAt.isoformat()}",
+            # A resolve seen while part of the group was hidden must count again once the group is whole.
+            event_key=key + (f"|hidden={hidden}" if hidden else ""),
             external_id=fingerprint,
             group_key=payload.groupKey,
             title=title,
@@ -81,4 +84,5 @@ class Alertmanager(Source):
             labels=labels,
             occurred_at=alert.startsAt if firing or ends is None else ends,
             url=alert.generatorURL,
+            hidden_firing=hidden,
         )
