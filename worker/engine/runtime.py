@@ -100,7 +100,7 @@ class Runtime:
                 **{"claim_ttl": timedelta(seconds=settings.executor_claim_seconds), **(executor_options or {})},
             ),
             ticks=Ticks(sessions=sessions, catalog=catalog, intake=intake, clock=clock),
-            writer=GroupCommitWriter(sessions),
+            writer=GroupCommitWriter(engine),
             clients=outbound,
             comms=comms,
             deliverer=StatusDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),

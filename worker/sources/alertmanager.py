@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from worker.domain.events import AlertEvent, EventKind
 from worker.errors import WebhookRejected
-from worker.sources.base import Delivery, Headers, Source, constant_time_equal, decode_json, digest, validate
+from worker.sources.base import Delivery, Headers, Source, constant_time_equal, digest, validate_body
 
 _ZERO_TIME = "0001-01-01"  # Alertmanager's endsAt of a firing alert
 
@@ -56,7 +56,7 @@ class Alertmanager(Source):
             raise WebhookRejected(401, "invalid bearer token")
 
     def parse(self, body: bytes, headers: Headers, *, received_at: datetime) -> Delivery:
-        payload: Payload = validate(Payload, decode_json(body))
+        payload: Payload = validate_body(Payload, body)
         if not payload.alerts:
             raise WebhookRejected(400, "schema violation at alerts: the group holds no alerts", field="alerts")
         events = tuple(self._event(payload, alert) for alert in payload.alerts)

@@ -16,9 +16,8 @@ from worker.sources.base import (
     Headers,
     Source,
     constant_time_equal,
-    decode_json,
     tags_to_labels,
-    validate,
+    validate_body,
 )
 
 
@@ -91,7 +90,7 @@ class Opsgenie(Source):
             raise WebhookRejected(401, "invalid token")
 
     def parse(self, body: bytes, headers: Headers, *, received_at: datetime) -> Delivery:
-        payload: Payload = validate(Payload, decode_json(body))
+        payload: Payload = validate_body(Payload, body)
         alert = payload.alert
         if payload.action.startswith("Escalate"):
             # Escalate carries only alertId; its own ids and repeat count make it unique.

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from worker.domain.events import AlertEvent, EventKind
 from worker.errors import WebhookRejected
-from worker.sources.base import Delivery, Headers, Source, decode_json, validate
+from worker.sources.base import Delivery, Headers, Source, validate, validate_body
 
 
 class _Payload(BaseModel):
@@ -93,7 +93,7 @@ class PagerDuty(Source):
             raise WebhookRejected(401, "X-PagerDuty-Signature does not match any configured secret")
 
     def parse(self, body: bytes, headers: Headers, *, received_at: datetime) -> Delivery:
-        envelope: Envelope = validate(Envelope, decode_json(body))
+        envelope: Envelope = validate_body(Envelope, body)
         event = envelope.event
         dedup = headers.get("X-Webhook-Id") or event.id
         return Delivery(dedup_key=dedup, events=(self._event(event),))

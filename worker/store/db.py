@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,27 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 def readonly_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions for the read-only API: never take SQLite's write lock."""
     return sessionmaker(engine.execution_options(readonly=True), expire_on_commit=False)
+
+
+@contextmanager
+def single_write(engine: Engine, connection: Any) -> Iterator[Any]:
+    """A cursor on a raw DB-API connection from `engine` for one writing statement (reads may follow).
+
+    For hot paths that skip SQLAlchemy's per-call work. SQLite runs the statement in autocommit (the
+    driver opens no transactions of its own, see `_on_connect`), where a statement is its own
+    transaction: no BEGIN or COMMIT calls into the driver. PostgreSQL commits at the end and rolls
+    back on any error.
+    """
+    postgres = engine.dialect.name != "sqlite"
+    cursor = connection.cursor()
+    try:
+        yield cursor
+        if postgres:
+            connection.commit()
+    except BaseException:
+        if postgres:
+            with suppress(Exception):  # the original error is the one worth raising
+                connection.rollback()
+        raise
+    finally:
+        cursor.close()
