@@ -111,10 +111,12 @@ class Harness:
         for _ in range(times):
             self.runtime.executor.run_once()
             self.runtime.deliverer.run_once()
+            self.runtime.notes.run_once()
 
     def tick(self) -> None:
         self.runtime._tick()
         self.runtime.deliverer.run_once()
+        self.runtime.notes.run_once()
 
     def links(self) -> dict[str, str]:
         """Approver name -> token, from the last approval note posted to PagerDuty."""

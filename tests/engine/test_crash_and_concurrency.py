@@ -159,6 +159,7 @@ def test_two_executors_never_run_two_mutations_of_one_service_at_once(database_u
         for _ in range(3):
             # Approve every open gate; the second change is re-asked because the first one moved the
             # deployment (approve what you see), so this takes two rounds.
+            h.runtime.notes.run_once()  # post the queued approval links
             for token in _all_tokens(h):
                 if token not in used:
                     used.add(token)

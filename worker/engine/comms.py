@@ -20,7 +20,7 @@ from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import Clock, as_utc, utcnow
 from worker.domain.incidents import TimelineKind
 from worker.domain.severity import Severity
-from worker.engine.notify import post_note
+from worker.engine.notify import queue_note
 from worker.engine.snapshot import incident_snapshot
 from worker.errors import ActionError, PermanentError, TransientError
 from worker.playbooks.templating import TemplateProblem, render
@@ -330,12 +330,17 @@ class Cadence:
 
     def run_once(self) -> None:
         now = self.clock()
+        escalations: list[tuple[int, str, int]] = []
         with self.sessions.begin() as session:
             for incident in incident_store.open_incidents(session):
                 if not incident.declared:
                     continue
                 self._remind(session, incident, now)
-                self._escalate(session, incident, now)
+                if (escalation := self._escalate(session, incident, now)) is not None:
+                    escalations.append(escalation)
+        # Paging APIs are called after the commit: a database transaction never waits on the network.
+        for incident_id, pd_id, level in escalations:
+            self._escalate_in_pagerduty(incident_id, pd_id, level)
 
     def _remind(self, session: Session, incident: Incident, now: datetime) -> None:
         cadence = self.catalog.communications.cadence.get(Severity(incident.severity))
@@ -346,51 +351,62 @@ class Cadence:
             f"incident-worker: no stakeholder update for {incident.severity} incident #{incident.id} in "
             f"{cadence}; post an update (time, status, impact, what we know, next update)."
         )
-        done, _ = post_note(self.clients, incident=incident_snapshot(incident), text=text)
+        done = queue_note(session, self.clients, incident=incident, text=text, now=now)
         incident.last_update_at = now
         timeline.append(
             session,
             incident_id=incident.id,
             at=now,
             kind=TimelineKind.COMMS,
-            message=f"update reminder ({cadence} cadence)" + (f" posted to {', '.join(done)}" if done else ""),
+            message=f"update reminder ({cadence} cadence)" + (f" sent to {', '.join(done)}" if done else ""),
         )
         if self.catalog.communications.statuspage.post_still_investigating and incident.status != "mitigated":
             self.comms._queue(session, incident, "investigating", now, reason="cadence", template="still_investigating")
 
-    def _escalate(self, session: Session, incident: Incident, now: datetime) -> None:
+    def _escalate(self, session: Session, incident: Incident, now: datetime) -> tuple[int, str, int] | None:
         policy = self.catalog.communications.escalation
         if incident.escalated_at is not None or Severity(incident.severity) not in policy.severities:
-            return
+            return None
         if incident.status not in ("triggered", "acknowledged") or incident.declared_at is None:
-            return
+            return None
         if now - as_utc(incident.declared_at) < policy.no_progress_after:
-            return
+            return None
         progressed = session.execute(
             select(RunStep.id)
             .join(Run)
             .where(Run.incident_id == incident.id, RunStep.status == "succeeded", RunStep.mutating.is_(True))
         ).first()
         if progressed:
-            return
+            return None
         incident.escalated_at = now
         text = (
             f"incident-worker: {incident.severity} incident #{incident.id} has made no mitigation progress for "
             f"{policy.no_progress_after}; escalating."
         )
-        done, _ = post_note(self.clients, incident=incident_snapshot(incident), text=text)
+        done = queue_note(session, self.clients, incident=incident, text=text, now=now)
         pd_id = incident_snapshot(incident).get("pagerduty_incident_id")
-        if policy.pagerduty_escalate_to_level and pd_id and self.clients.has("pagerduty"):
-            try:
-                self.clients.pagerduty.escalate(pd_id, policy.pagerduty_escalate_to_level)
-                done.append(f"PagerDuty escalation level {policy.pagerduty_escalate_to_level}")
-            except ActionError as exc:
-                done.append(f"PagerDuty escalate failed: {exc}")
+        level = policy.pagerduty_escalate_to_level
+        escalation = None
+        if level and pd_id and self.clients.has("pagerduty"):
+            escalation = (incident.id, pd_id, level)  # called after commit: see run_once
         timeline.append(
             session,
             incident_id=incident.id,
             at=now,
             kind=TimelineKind.ESCALATED,
             message=f"escalation: no mitigation progress for {policy.no_progress_after}"
-            + (f" ({'; '.join(done)})" if done else ""),
+            + (f" (notes sent to {', '.join(done)})" if done else ""),
         )
+        return escalation
+
+    def _escalate_in_pagerduty(self, incident_id: int, pd_id: str, level: int) -> None:
+        """Raise the PagerDuty escalation level, outside any transaction, and record how it went."""
+        try:
+            self.clients.pagerduty.escalate(pd_id, level)
+            message = f"PagerDuty incident {pd_id} escalated to level {level}"
+        except ActionError as exc:
+            message = f"PagerDuty escalation of {pd_id} to level {level} failed: {exc}"
+        with self.sessions.begin() as session:
+            timeline.append(
+                session, incident_id=incident_id, at=self.clock(), kind=TimelineKind.ESCALATED, message=message
+            )

@@ -25,7 +25,7 @@ from worker.domain.catalog import CatalogConfig, Service
 from worker.domain.clock import Clock, as_utc, utcnow
 from worker.domain.incidents import TimelineKind
 from worker.engine import approvals
-from worker.engine.notify import post_note
+from worker.engine.notify import queue_note
 from worker.engine.planner import PlanError, render_step, template_context
 from worker.engine.snapshot import incident_snapshot
 from worker.errors import ActionError, PermanentError, TransientError
@@ -185,16 +185,15 @@ class Executor:
             f"Needs {step.approvals_required} approval(s); links expire in {ttl}.",
         ]
         lines += [f"- {link.approver.name} ({link.approver.role}): {base}/approvals/{link.token}" for link in links]
-        done, errors = post_note(self.clients, incident=snapshot, text="\n".join(lines))
-        where = ", ".join(done) if done else "no paging channel (configure the PagerDuty or Opsgenie API)"
+        queued = queue_note(session, self.clients, incident=incident, text="\n".join(lines), now=now)
+        where = ", ".join(queued) if queued else "no paging channel (configure the PagerDuty or Opsgenie API)"
         timeline.append(
             session,
             incident_id=incident.id,
             at=now,
             kind=TimelineKind.APPROVAL,
             message=f"approval requested for {step.step_id} ({preview.description}) from "
-            f"{', '.join(a.name for a in allowed)}; links posted to {where}"
-            + (f"; errors: {'; '.join(errors)}" if errors else ""),
+            f"{', '.join(a.name for a in allowed)}; links sent to {where}",
             data={"run": run.id, "step": step.step_id, "plan_hash": plan, "round": round_},
         )
         return False
@@ -649,9 +648,10 @@ class Executor:
         )
 
     def _note(self, session: Session, incident: Incident, text: str, *, kind: TimelineKind) -> None:
-        done, errors = post_note(self.clients, incident=incident_snapshot(incident), text=text)
-        suffix = f" (posted to {', '.join(done)})" if done else ""
-        timeline.append(session, incident_id=incident.id, at=self.clock(), kind=kind, message=text + suffix)
+        now = self.clock()
+        queued = queue_note(session, self.clients, incident=incident, text=text, now=now)
+        suffix = f" (sent to {', '.join(queued)})" if queued else ""
+        timeline.append(session, incident_id=incident.id, at=now, kind=kind, message=text + suffix)
 
 
 def _with_retries(call: Callable[[], Any], *, retry: Any, sleep: Callable[[float], None]) -> Any:

@@ -1,28 +1,113 @@
-"""Notes to the responders' paging app: the PagerDuty incident and/or Opsgenie alert of the incident."""
+"""Notes to the responders' paging app (the PagerDuty incident and/or Opsgenie alert): queued, then posted.
+
+`queue_note` adds one outbox row per destination inside the caller's transaction; `NoteDeliverer`
+posts them after commit. So no database transaction waits on a paging API (on SQLite one open
+write transaction would hold up every webhook), a note decided in a transaction that rolls back is
+never posted, and a note survives an API outage or a crash. A crash between posting and recording
+it posts that note again on restart: at least once, never lost.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from worker.clients.factory import Clients
-from worker.errors import ActionError
+from worker.domain.clock import Clock, utcnow
+from worker.domain.incidents import TimelineKind
+from worker.engine.snapshot import incident_snapshot
+from worker.errors import ActionError, TransientError
+from worker.store import leases, timeline
+from worker.store.tables import Incident, OutboundNote
 
 log = logging.getLogger(__name__)
 
+LEASE = "notes"
+PROVIDERS = ("pagerduty", "opsgenie")
 
-def post_note(clients: Clients, *, incident: dict[str, Any], text: str) -> tuple[list[str], list[str]]:
-    """Post `text` where the incident came from; returns (channels noted, errors) and never raises."""
-    done: list[str] = []
-    errors: list[str] = []
-    targets = [("pagerduty", incident.get("pagerduty_incident_id")), ("opsgenie", incident.get("opsgenie_alert_id"))]
-    for provider, external_id in targets:
-        if not external_id or not clients.has(provider):
+
+def queue_note(session: Session, clients: Clients, *, incident: Incident, text: str, now: datetime) -> list[str]:
+    """Queue `text` for every paging app the incident came from that is configured; returns the destinations."""
+    snapshot = incident_snapshot(incident)
+    targets = {"pagerduty": snapshot.get("pagerduty_incident_id"), "opsgenie": snapshot.get("opsgenie_alert_id")}
+    queued = []
+    for provider, target in targets.items():
+        if not target or not clients.has(provider):
             continue
-        try:
-            getattr(clients, provider).add_note(external_id, text)
-            done.append(f"{provider} {external_id}")
+        session.add(OutboundNote(incident_id=incident.id, provider=provider, target=target, text=text, created_at=now))
+        queued.append(f"{provider} {target}")
+    return queued
+
+
+@dataclass
+class NoteDeliverer:
+    """Posts queued notes in order, one process at a time (a lease), retrying transient failures."""
+
+    sessions: sessionmaker[Session]
+    clients: Clients
+    holder: str
+    clock: Clock = utcnow
+    backoff: timedelta = timedelta(seconds=2)
+    max_attempts: int = 6
+
+    def run_once(self) -> int:
+        """Post what is due; returns notes posted."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=timedelta(seconds=30)):
+                return 0
+            due = list(
+                session.execute(
+                    select(OutboundNote.id)
+                    .where(
+                        OutboundNote.state == "pending",
+                        or_(OutboundNote.next_attempt_at.is_(None), OutboundNote.next_attempt_at <= now),
+                    )
+                    .order_by(OutboundNote.id)
+                    .limit(100)
+                ).scalars()
+            )
+        return sum(self._post(note_id) for note_id in due)
+
+    def release(self) -> None:
+        with self.sessions.begin() as session:
+            leases.release(session, name=LEASE, holder=self.holder)
+
+    def _post(self, note_id: int) -> bool:
+        with self.sessions() as session:
+            note = session.get(OutboundNote, note_id)
+            if note is None or note.state != "pending":
+                return False
+            provider, target, text = note.provider, note.target, note.text
+        error: ActionError | None = None
+        try:  # outside any transaction: the API may be slow
+            getattr(self.clients, provider).add_note(target, text)
         except ActionError as exc:
-            errors.append(f"{provider} {external_id}: {exc}")
-            log.warning("posting a note to %s %s failed: %s", provider, external_id, exc)
-    return done, errors
+            error = exc
+        now = self.clock()
+        with self.sessions.begin() as session:
+            note = session.get(OutboundNote, note_id)
+            assert note is not None
+            note.attempts += 1
+            if error is None:
+                note.state, note.sent_at, note.last_error = "sent", now, None
+                return True
+            note.last_error = str(error)[:2000]
+            log.warning("posting a note to %s %s failed (attempt %s): %s", provider, target, note.attempts, error)
+            if isinstance(error, TransientError) and note.attempts < self.max_attempts:
+                delay = max(self.backoff * 2 ** (note.attempts - 1), timedelta(seconds=error.retry_after or 0))
+                note.next_attempt_at = now + min(delay, timedelta(minutes=5))
+                return False
+            note.state = "failed"
+            timeline.append(
+                session,
+                incident_id=note.incident_id,
+                at=now,
+                kind=TimelineKind.COMMS,
+                message=f"could not post a note to {provider} {target} after {note.attempts} attempt(s): {error}",
+            )
+            return False

@@ -16,6 +16,7 @@ from worker.domain.clock import Clock, utcnow
 from worker.engine.comms import Cadence, Communications, StatusDeliverer
 from worker.engine.executor import Executor
 from worker.engine.intake import Intake, Outcome
+from worker.engine.notify import NoteDeliverer
 from worker.engine.planner import Planner
 from worker.engine.processor import BackgroundLoop, InboxProcessor, holder_id
 from worker.engine.ticks import Ticks
@@ -50,6 +51,7 @@ class Runtime:
     clients: Clients
     comms: Communications
     deliverer: StatusDeliverer
+    notes: NoteDeliverer
     cadence: Cadence
     clock: Clock = utcnow
     loops: dict[str, BackgroundLoop] = field(default_factory=dict)
@@ -104,6 +106,7 @@ class Runtime:
             clients=outbound,
             comms=comms,
             deliverer=StatusDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),
+            notes=NoteDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),
             cadence=Cadence(sessions=sessions, catalog=catalog, clients=outbound, comms=comms, clock=clock),
             clock=clock,
         )
@@ -113,9 +116,10 @@ class Runtime:
     def _wire(self) -> None:
         self.loops = {
             "inbox": BackgroundLoop("inbox", self.processor.run_once, interval=1.0),
-            "executor": BackgroundLoop("executor", self.executor.run_once, interval=1.0),
+            "executor": BackgroundLoop("executor", self._execute, interval=1.0),
             "ticks": BackgroundLoop("ticks", self._tick, interval=2.0),
             "statuspage": BackgroundLoop("statuspage", self.deliverer.run_once, interval=1.0),
+            "notes": BackgroundLoop("notes", self.notes.run_once, interval=1.0),
         }
         self.executor.on_progress = self._progress
         self.writer._on_commit = self.loops["inbox"].wake
@@ -147,9 +151,14 @@ class Runtime:
             self.comms.on_monitoring(session, incident, self.clock())
         self.loops["statuspage"].wake()
 
+    def _execute(self) -> None:
+        self.executor.run_once()
+        self.loops["notes"].wake()  # post what the executor queued (approval links, step notes) now
+
     def _tick(self) -> None:
         outcome = self.ticks.run_once()
         self.cadence.run_once()
+        self.loops["notes"].wake()
         if outcome.declared or outcome.resolved:
             self.loops["executor"].wake()
             self.loops["statuspage"].wake()
@@ -177,7 +186,7 @@ class Runtime:
         """Start the loops; `poll` makes the inbox and executor look for work that often (another process
         stores deliveries and decisions, so nothing wakes these loops directly)."""
         for name, loop in self.loops.items():
-            if poll is not None and name in ("inbox", "executor", "statuspage"):
+            if poll is not None and name in ("inbox", "executor", "statuspage", "notes"):
                 loop._interval = poll
             loop.start()
 
@@ -199,4 +208,5 @@ class Runtime:
         self.writer.close()
         self.processor.release()
         self.deliverer.release()
+        self.notes.release()
         self.engine.dispose()

@@ -245,3 +245,26 @@ class StatusUpdate(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class OutboundNote(Base):
+    """The notes outbox: a note for the responders' paging app, one row per destination.
+
+    Notes are queued inside the transaction that decides them and posted after it commits, so no
+    database transaction waits on PagerDuty or Opsgenie, and a note survives an API outage or a crash.
+    """
+
+    __tablename__ = "notes"
+    __table_args__ = (Index("ix_notes_state_id", "state", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    provider: Mapped[str] = mapped_column(String(16))  # pagerduty | opsgenie
+    target: Mapped[str] = mapped_column(String(255))  # the PagerDuty incident id or Opsgenie alert id
+    text: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]

@@ -80,8 +80,14 @@ class StubNotes:
 
     notes: list[tuple[str, str]] = field(default_factory=list)
     assignees: list[str] = field(default_factory=list)
+    failures: list[Exception] = field(default_factory=list)  # raised, one per call, before notes are taken
+    during_call: Any = None  # called inside add_note (tests look at the database while the API "is busy")
 
     def add_note(self, target_id: str, content: str, **_: Any) -> str:
+        if self.during_call is not None:
+            self.during_call()
+        if self.failures:
+            raise self.failures.pop(0)
         self.notes.append((target_id, content))
         return f"note-{len(self.notes)}"
 

@@ -1,0 +1,134 @@
+"""Notes to PagerDuty/Opsgenie go through an outbox: posted after commit, retried, never inside a transaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from harness import Harness, pd_event
+from sqlalchemy import select, text
+
+from worker.engine.notify import queue_note
+from worker.errors import PermanentError, TransientError
+from worker.store.tables import Incident, OutboundNote, TimelineEntry
+
+ROLLBACK = """
+name: rollback
+match: {service: checkout}
+steps:
+  - id: rollback
+    action: kubernetes.rollout_undo
+    with: {namespace: shop, deployment: checkout}
+"""
+
+
+@pytest.fixture
+def h(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    harness = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"rollback": ROLLBACK})
+    yield harness
+    harness.close()
+
+
+def notes(h: Harness) -> list[OutboundNote]:
+    with h.runtime.sessions() as session:
+        return list(session.scalars(select(OutboundNote).order_by(OutboundNote.id)))
+
+
+def messages(h: Harness) -> list[str]:
+    with h.runtime.sessions() as session:
+        return list(session.scalars(select(TimelineEntry.message).order_by(TimelineEntry.id)))
+
+
+def test_approval_links_survive_a_pagerduty_outage(h: Harness) -> None:
+    h.pagerduty.failures = [TransientError("503 from PagerDuty"), TransientError("timed out", retry_after=5)]
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    assert h.links() == {}  # PagerDuty is down: nothing arrived yet...
+    (note,) = notes(h)
+    assert (note.provider, note.state, note.attempts) == ("pagerduty", "pending", 1)
+    assert "503 from PagerDuty" in (note.last_error or "")
+    h.run()  # ...and the retry waits for its backoff
+    assert notes(h)[0].attempts == 1
+    h.clock.advance(seconds=3)
+    h.run()
+    assert notes(h)[0].attempts == 2  # the second failure asks for 5 s (Retry-After)
+    h.clock.advance(seconds=4)
+    h.run()
+    assert notes(h)[0].attempts == 2
+    h.clock.advance(seconds=2)
+    h.run()
+    (note,) = notes(h)
+    assert (note.state, note.attempts, note.last_error) == ("sent", 3, None)
+    assert len(h.pagerduty.notes) == 1 and set(h.links()) >= {"Dana Okafor"}  # posted once, links intact
+    assert any("links sent to pagerduty" in m for m in messages(h))
+
+
+def test_a_note_that_cannot_be_posted_is_recorded_on_the_timeline(h: Harness) -> None:
+    h.pagerduty.failures = [PermanentError("404 incident not found")]
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    (note,) = notes(h)
+    assert (note.state, note.attempts) == ("failed", 1)
+    assert any("could not post a note to pagerduty" in m and "404 incident not found" in m for m in messages(h))
+    h.clock.advance(minutes=10)
+    h.run()
+    assert notes(h)[0].attempts == 1 and h.pagerduty.notes == []  # a permanent failure is not retried
+
+
+def test_transient_failures_give_up_after_the_last_attempt(h: Harness) -> None:
+    h.pagerduty.failures = [TransientError("503")] * 6
+    h.deliver(pd_event("incident.triggered"))
+    for _ in range(8):  # backoff 2, 4, 8, 16, 32 s: all due within these 8 minutes (links live 15)
+        h.run()
+        h.clock.advance(minutes=1)
+    (note,) = notes(h)
+    assert (note.state, note.attempts) == ("failed", 6)
+    assert sum("could not post a note" in m for m in messages(h)) == 1
+
+
+def test_a_note_of_a_rolled_back_transaction_is_never_posted(h: Harness) -> None:
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    before = len(h.pagerduty.notes)
+    with pytest.raises(RuntimeError), h.runtime.sessions.begin() as session:
+        incident = session.scalars(select(Incident)).one()
+        queued = queue_note(session, h.runtime.clients, incident=incident, text="never", now=h.clock())
+        assert [q.split()[0] for q in queued] == ["pagerduty"]
+        raise RuntimeError("the decision was rolled back")
+    h.run()
+    assert len(h.pagerduty.notes) == before and all(text != "never" for _, text in h.pagerduty.notes)
+
+
+def test_no_database_transaction_is_open_while_pagerduty_is_called(h: Harness) -> None:
+    """On SQLite an open write transaction would hold up every webhook; on PostgreSQL it would hold locks."""
+    engine = h.runtime.engine
+    seen: list[bool] = []
+
+    def database_is_free() -> None:
+        if engine.dialect.name == "sqlite":
+            raw = engine.raw_connection()
+            try:
+                driver = raw.driver_connection
+                driver.execute("PRAGMA busy_timeout=0")
+                driver.execute("BEGIN IMMEDIATE")  # fails at once if anyone holds the write lock
+                driver.execute("ROLLBACK")
+                driver.execute("PRAGMA busy_timeout=30000")
+                seen.append(True)
+            finally:
+                raw.close()
+            return
+        with engine.connect() as connection:
+            idle = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+            seen.append(idle == 0)
+
+    h.pagerduty.during_call = database_is_free
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    h.decide(h.links()["Dana Okafor"])
+    h.run(2)
+    assert seen and all(seen)  # at least the approval request was posted
