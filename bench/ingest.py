@@ -73,7 +73,7 @@ def main() -> int:
     postgres = None
     url = args.database_url or f"sqlite:///{work / 'bench.db'}"
     if url == "postgres":
-        postgres = TemporaryPostgres().start()
+        postgres = TemporaryPostgres(durable=True).start()  # fsync on, as in production
         url = postgres.create_database("bench")
     results = {}
     try:

@@ -222,7 +222,18 @@ class Pause(Base):
     paused_at: Mapped[datetime]
 
 
-class StatusUpdate(Base):
+class OutboxDelivery:
+    """Delivery bookkeeping shared by the outboxes (status page updates, notes)."""
+
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+
+
+class StatusUpdate(OutboxDelivery, Base):
     """The Statuspage outbox: updates are queued in order and delivered once, surviving outages."""
 
     __tablename__ = "status_updates"
@@ -239,15 +250,9 @@ class StatusUpdate(Base):
     name: Mapped[str] = mapped_column(String(255))
     components: Mapped[dict[str, Any]]
     reason: Mapped[str] = mapped_column(String(255))
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime]
-    sent_at: Mapped[datetime | None]
 
 
-class OutboundNote(Base):
+class OutboundNote(OutboxDelivery, Base):
     """The notes outbox: a note for the responders' paging app, one row per destination.
 
     Notes are queued inside the transaction that decides them and posted after it commits, so no
@@ -262,9 +267,3 @@ class OutboundNote(Base):
     provider: Mapped[str] = mapped_column(String(16))  # pagerduty | opsgenie
     target: Mapped[str] = mapped_column(String(255))  # the PagerDuty incident id or Opsgenie alert id
     text: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime | None]
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime]
-    sent_at: Mapped[datetime | None]

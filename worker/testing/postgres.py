@@ -31,9 +31,13 @@ def free_port() -> int:
 
 
 class TemporaryPostgres:
-    """Start a private cluster in a temp dir; `url` is a SQLAlchemy URL for its `postgres` database."""
+    """Start a private cluster in a temp dir; `url` is a SQLAlchemy URL for its `postgres` database.
 
-    def __init__(self) -> None:
+    Tests run it with fsync off (speed); `durable=True` keeps PostgreSQL's default fsync=on, for benchmarks.
+    """
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.initdb = find_bin("initdb")
         self.pg_ctl = find_bin("pg_ctl")
         self.dir = Path(tempfile.mkdtemp(prefix="iw-pg-"))
@@ -56,7 +60,7 @@ class TemporaryPostgres:
         self._run(self.initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
-            "-c fsync=off -c max_connections=200"
+            f"-c fsync={'on' if self.durable else 'off'} -c max_connections=200"
         )
         self._run(self.pg_ctl, "-D", str(data), "-o", options, "-l", str(self.dir / "log"), "-w", "start")
         deadline = time.monotonic() + 30
