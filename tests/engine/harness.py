@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from conftest import CONFIG
+from sqlalchemy import text as sql
 
 from worker.engine.runtime import Runtime
 from worker.http.app import create_app
@@ -117,6 +119,32 @@ class Harness:
         self.runtime._tick()
         self.runtime.deliverer.run_once()
         self.runtime.notes.run_once()
+
+    def no_transaction_open(self) -> bool:
+        """True when no other connection holds a write transaction (SQLite) or idles in one (PostgreSQL)."""
+        engine = self.runtime.engine
+        if engine.dialect.name == "sqlite":
+            raw = engine.raw_connection()
+            try:
+                driver = raw.driver_connection
+                driver.execute("PRAGMA busy_timeout=0")
+                try:
+                    driver.execute("BEGIN IMMEDIATE")  # fails at once if anyone holds the write lock
+                except sqlite3.OperationalError:
+                    return False
+                driver.execute("ROLLBACK")
+                return True
+            finally:
+                driver.execute("PRAGMA busy_timeout=30000")
+                raw.close()
+        with engine.connect() as connection:
+            idle = connection.execute(
+                sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        return bool(idle == 0)
 
     def links(self) -> dict[str, str]:
         """Approver name -> token, from the last approval note posted to PagerDuty."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from harness import Harness, pd_event
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from worker.engine.notify import queue_note
 from worker.errors import PermanentError, TransientError
@@ -101,30 +101,10 @@ def test_a_note_of_a_rolled_back_transaction_is_never_posted(h: Harness) -> None
 
 def test_no_database_transaction_is_open_while_pagerduty_is_called(h: Harness) -> None:
     """On SQLite an open write transaction would hold up every webhook; on PostgreSQL it would hold locks."""
-    engine = h.runtime.engine
     seen: list[bool] = []
 
     def database_is_free() -> None:
-        if engine.dialect.name == "sqlite":
-            raw = engine.raw_connection()
-            try:
-                driver = raw.driver_connection
-                driver.execute("PRAGMA busy_timeout=0")
-                driver.execute("BEGIN IMMEDIATE")  # fails at once if anyone holds the write lock
-                driver.execute("ROLLBACK")
-                driver.execute("PRAGMA busy_timeout=30000")
-                seen.append(True)
-            finally:
-                raw.close()
-            return
-        with engine.connect() as connection:
-            idle = connection.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
-                )
-            ).scalar_one()
-            seen.append(idle == 0)
+        seen.append(h.no_transaction_open())
 
     h.pagerduty.during_call = database_is_free
     h.deliver(pd_event("incident.triggered"))
@@ -132,3 +112,21 @@ def test_no_database_transaction_is_open_while_pagerduty_is_called(h: Harness) -
     h.decide(h.links()["Dana Okafor"])
     h.run(2)
     assert seen and all(seen)  # at least the approval request was posted
+
+
+def test_no_database_transaction_is_open_while_the_target_is_read(h: Harness) -> None:
+    """Previews (at planning and again before the change) read Kubernetes outside any transaction."""
+    seen: list[bool] = []
+    plan = h.cluster.plan_rollout_undo
+
+    def watched(**kwargs):  # type: ignore[no-untyped-def]
+        seen.append(h.no_transaction_open())
+        return plan(**kwargs)
+
+    h.cluster.plan_rollout_undo = watched  # type: ignore[method-assign]
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    h.decide(h.links()["Dana Okafor"])
+    h.run(2)
+    assert h.steps() == {"rollback": "succeeded"}
+    assert len(seen) == 2 and all(seen)  # the preview for the approval page and the re-check before the change

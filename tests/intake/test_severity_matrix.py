@@ -101,7 +101,14 @@ def test_an_unknown_service_keeps_the_provider_name_and_default_tier() -> None:
 
 
 def test_a_named_service_wins_over_another_services_labels() -> None:
-    event = AlertEvent(source="opsgenie", kind=EventKind.TRIGGERED, event_key="k", external_id="x", title="t",
-                       service_name="search-api", labels={"deployment": "checkout-api"},
-                       occurred_at=datetime(2026, 1, 1, tzinfo=UTC))
+    event = AlertEvent(
+        source="opsgenie",
+        kind=EventKind.TRIGGERED,
+        event_key="k",
+        external_id="x",
+        title="t",
+        service_name="search-api",
+        labels={"deployment": "checkout-api"},
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
     assert route(event, CATALOG.services).service == "search"

@@ -36,6 +36,16 @@ from worker.store.tables import Incident, Pause, Run, RunStep
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class _Call:
+    """A prepared call to an action: made outside the transaction that prepared it."""
+
+    action: Any
+    params: Any
+    ctx: ActionContext
+
+
 ACTIVE = ("planned", "awaiting_approval", "approved", "running", "verifying")
 TERMINAL = ("succeeded", "failed", "denied", "expired", "cancelled", "skipped")
 
@@ -136,21 +146,30 @@ class Executor:
     def _on_planned(self, run_id: int, step_id: int) -> bool:
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
+            if run.mode != "shadow" and not step.needs_approval:
+                step.status = "approved"
+                return True
+            call = self._prepare(step=step, incident=incident, service=service)
+        # Reading the target (Kubernetes, Route53, ...) happens outside any transaction: on SQLite an open
+        # write transaction would hold up every webhook meanwhile.
+        preview, error = self._read_preview(call)
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            if step.status != "planned":
+                return True  # moved on meanwhile (the run was cancelled)
             if run.mode == "shadow":
-                preview = self._preview_or_error(session, step=step, incident=incident, service=service)
+                if preview is None:
+                    preview = Preview(
+                        description=f"{step.action} {step.params} (preview failed: {error})", target=step.action
+                    )
                 text = f"[shadow] incident-worker would have run {step.step_id}: {preview.description}"
                 step.status = "skipped"
                 step.preview = preview.model_dump(mode="json")
                 step.finished_at = self.clock()
                 self._note(session, incident, text, kind=TimelineKind.PLAN)
                 return True
-            if not step.needs_approval:
-                step.status = "approved"
-                return True
-            try:
-                preview = self._preview(step=step, incident=incident, service=service)
-            except (ActionError, PlanError) as exc:
-                self._fail(session, run, step, f"could not preview the change: {exc}")
+            if preview is None:
+                self._fail(session, run, step, f"could not preview the change: {error}")
                 return True
             return self._ask(session, run, step, incident, service, preview, round_=1)
 
@@ -233,41 +252,30 @@ class Executor:
     def _on_approved(self, run_id: int, step_id: int) -> bool:
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
-            now = self.clock()
             run.status = "running"
-            if step.mutating:
-                pause = self._paused(session, service.name)
-                if pause is not None:
-                    if run.wake_at is None or as_utc(run.wake_at) < now:
-                        run.wake_at = now + self.poll
-                    return False
-                if not leases.acquire(
-                    session,
-                    name=f"mutation:{service.name}",
-                    holder=f"step:{step.id}",
-                    now=now,
-                    ttl=self._lock_ttl(step),
-                ):
-                    run.wake_at = now + self.poll
-                    return False
-            try:
-                params, secrets = self._params(step=step, incident=incident, service=service)
-            except (PlanError, ActionError) as exc:
-                self._fail(session, run, step, f"refused at run time: {exc}")
+            if step.mutating and not self._may_mutate(session, run, step, service):
+                return False
+            call = self._prepare(step=step, incident=incident, service=service)
+            if not isinstance(call, _Call):
+                self._fail(session, run, step, f"refused at run time: {call}")
                 return True
-            action = get_action(step.action)
-            ctx = self._context(incident, service, step, secrets)
-            preview = (
-                Preview(**step.preview)
-                if step.preview
-                else Preview(description=action.describe(params), target=step.action)
-            )
-            if step.needs_approval:
-                try:
-                    fresh = action.preview(params, ctx)
-                except ActionError as exc:
-                    self._fail(session, run, step, f"could not re-check the target: {exc}")
-                    return True
+            preview = self._planned_preview(step, call)
+            recheck = step.needs_approval
+        # Approve what you see: read the target again, outside any transaction, before changing it.
+        fresh, error = self._read_preview(call) if recheck else (preview, None)
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            now = self.clock()
+            if step.status != "approved":
+                return True  # moved on meanwhile (the run was cancelled)
+            if step.mutating and self._paused(session, service.name) is not None:
+                self._release_lock(session, run, step)  # the kill switch was thrown while we looked
+                run.wake_at = now + self.poll
+                return False
+            if fresh is None:
+                self._fail(session, run, step, f"could not re-check the target: {error}")
+                return True
+            if recheck:
                 fresh_json = fresh.model_dump(mode="json")
                 plan = approvals.plan_hash(incident_id=incident.id, run_id=run.id, step=step, preview=fresh_json)
                 if plan != step.plan_hash:
@@ -283,7 +291,7 @@ class Executor:
                         message=f"{step.step_id}: the target changed since it was approved "
                         f"({fresh.description}); approval void, asking again",
                     )
-                    leases.release(session, name=f"mutation:{service.name}", holder=f"step:{step.id}")
+                    self._release_lock(session, run, step)
                     return True
                 preview = fresh
             if step.mutating:
@@ -295,37 +303,28 @@ class Executor:
             step.intent_at = now
             step.started_at = step.started_at or now
             step.attempts += 1
-        return self._execute(run_id, step_id, action.name, params, ctx, preview)
+        return self._execute(run_id, step_id, call.action.name, call.params, call.ctx, preview)
 
     def _on_running(self, run_id: int, step_id: int) -> bool:
         """A step found running by a (re)started executor: its outcome is unknown."""
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
-            action = get_action(step.action)
-            try:
-                params, secrets = self._params(step=step, incident=incident, service=service)
-            except (PlanError, ActionError) as exc:
-                self._fail(session, run, step, f"refused at run time: {exc}")
+            call = self._prepare(step=step, incident=incident, service=service)
+            if not isinstance(call, _Call):
+                self._fail(session, run, step, f"refused at run time: {call}")
                 return True
-            ctx = self._context(incident, service, step, secrets)
-            preview = (
-                Preview(**step.preview)
-                if step.preview
-                else Preview(description=action.describe(params), target=step.action)
-            )
-            if step.mutating and not leases.acquire(
-                session,
-                name=f"mutation:{service.name}",
-                holder=f"step:{step.id}",
-                now=self.clock(),
-                ttl=self._lock_ttl(step),
-            ):
+            preview = self._planned_preview(step, call)
+            if step.mutating and not self._hold_mutation_lease(session, run, step, service):
                 run.wake_at = self.clock() + self.poll
                 return False
-            try:
-                applied = action.already_applied(params, ctx, preview)
-            except ActionError:
-                applied = False
+        try:  # ask the target, outside any transaction
+            applied = call.action.already_applied(call.params, call.ctx, preview)
+        except ActionError:
+            applied = False
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            if step.status != "running":
+                return True  # moved on meanwhile
             if applied:
                 self._applied(
                     session,
@@ -336,7 +335,7 @@ class Executor:
                     output={"recovered": True},
                 )
                 return True
-            if not action.repeatable(params):
+            if not call.action.repeatable(call.params):
                 self._fail(
                     session,
                     run,
@@ -354,7 +353,34 @@ class Executor:
             )
             run.claimed_until = self.clock() + self._call_budget(step)
             step.attempts += 1
-        return self._execute(run_id, step_id, action.name, params, ctx, preview)
+        return self._execute(run_id, step_id, call.action.name, call.params, call.ctx, preview)
+
+    def _may_mutate(self, session: Session, run: Run, step: RunStep, service: Service) -> bool:
+        """Not paused, and this step holds the service's mutation lease; else the run waits."""
+        now = self.clock()
+        if self._paused(session, service.name) is not None:
+            if run.wake_at is None or as_utc(run.wake_at) < now:
+                run.wake_at = now + self.poll
+            return False
+        if not self._hold_mutation_lease(session, run, step, service):
+            run.wake_at = now + self.poll
+            return False
+        return True
+
+    def _hold_mutation_lease(self, session: Session, run: Run, step: RunStep, service: Service) -> bool:
+        return leases.acquire(
+            session,
+            name=f"mutation:{service.name}",
+            holder=f"step:{step.id}",
+            now=self.clock(),
+            ttl=self._lock_ttl(step),
+        )
+
+    @staticmethod
+    def _planned_preview(step: RunStep, call: _Call) -> Preview:
+        if step.preview:
+            return Preview(**step.preview)
+        return Preview(description=call.action.describe(call.params), target=step.action)
 
     def _execute(
         self, run_id: int, step_id: int, action_name: str, params: Any, ctx: ActionContext, preview: Preview
@@ -520,16 +546,23 @@ class Executor:
         except (ActionError, PlanError, ValueError) as exc:
             return False, str(exc)
 
-    def _preview(self, *, step: RunStep, incident: Incident, service: Service) -> Preview:
-        params, secrets = self._params(step=step, incident=incident, service=service)
-        action = get_action(step.action)
-        return action.preview(params, self._context(incident, service, step, secrets))
-
-    def _preview_or_error(self, session: Session, *, step: RunStep, incident: Incident, service: Service) -> Preview:
+    def _prepare(self, *, step: RunStep, incident: Incident, service: Service) -> _Call | ActionError | PlanError:
+        """Everything a call to the step's action needs, computed inside the transaction (or why it cannot run)."""
         try:
-            return self._preview(step=step, incident=incident, service=service)
+            params, secrets = self._params(step=step, incident=incident, service=service)
         except (ActionError, PlanError) as exc:
-            return Preview(description=f"{step.action} {step.params} (preview failed: {exc})", target=step.action)
+            return exc
+        return _Call(get_action(step.action), params, self._context(incident, service, step, secrets))
+
+    @staticmethod
+    def _read_preview(call: _Call | ActionError | PlanError) -> tuple[Preview | None, Exception | None]:
+        """The target's current state as the action previews it; run outside any transaction."""
+        if isinstance(call, ActionError | PlanError):
+            return None, call
+        try:
+            return call.action.preview(call.params, call.ctx), None
+        except (ActionError, PlanError) as exc:
+            return None, exc
 
     def _params(self, *, step: RunStep, incident: Incident, service: Service) -> tuple[Any, dict[str, str]]:
         """Re-render at run time (secrets are never stored) and check the scope again."""
