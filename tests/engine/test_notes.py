@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 from harness import Harness, pd_event
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from worker.engine.notify import queue_note
 from worker.errors import PermanentError, TransientError
-from worker.store.tables import Incident, OutboundNote, TimelineEntry
+from worker.store.tables import Incident, Lease, OutboundNote, Run, RunStep, TimelineEntry
 
 ROLLBACK = """
 name: rollback
@@ -130,3 +130,31 @@ def test_no_database_transaction_is_open_while_the_target_is_read(h: Harness) ->
     h.run(2)
     assert h.steps() == {"rollback": "succeeded"}
     assert len(seen) == 2 and all(seen)  # the preview for the approval page and the re-check before the change
+
+
+def test_a_run_cancelled_while_the_target_is_read_releases_the_service(h: Harness) -> None:
+    """The re-check before a change runs outside any transaction, so the run can be cancelled meanwhile:
+    nothing is changed and the service's mutation lease is released, not left to expire."""
+    plan = h.cluster.plan_rollout_undo
+    calls: list[int] = []
+
+    def cancelling(**kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:  # the re-check after approval: the mutation lease is held by now
+            with h.runtime.sessions.begin() as session:
+                held = session.get(Lease, "mutation:checkout")
+                assert held is not None and held.expires_at.year > 2000
+                session.execute(update(RunStep).values(status="cancelled"))
+                session.execute(update(Run).values(status="cancelled"))
+        return plan(**kwargs)
+
+    h.cluster.plan_rollout_undo = cancelling  # type: ignore[method-assign]
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    h.decide(h.links()["Dana Okafor"])
+    h.run(2)
+    assert len(calls) == 2 and h.steps() == {"rollback": "cancelled"}
+    assert h.cluster.mutations == []  # nothing was changed
+    with h.runtime.sessions() as session:
+        lease = session.get(Lease, "mutation:checkout")
+        assert lease is not None and lease.expires_at.year == 1970  # released, free for the next change

@@ -267,7 +267,8 @@ class Executor:
             run, step, incident, service = self._load(session, run_id, step_id)
             now = self.clock()
             if step.status != "approved":
-                return True  # moved on meanwhile (the run was cancelled)
+                self._release_lock(session, run, step)  # moved on meanwhile (the run was cancelled)
+                return True
             if step.mutating and self._paused(session, service.name) is not None:
                 self._release_lock(session, run, step)  # the kill switch was thrown while we looked
                 run.wake_at = now + self.poll
@@ -324,7 +325,8 @@ class Executor:
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
             if step.status != "running":
-                return True  # moved on meanwhile
+                self._release_lock(session, run, step)  # moved on meanwhile
+                return True
             if applied:
                 self._applied(
                     session,
