@@ -25,8 +25,9 @@ from worker.domain.catalog import CatalogConfig, Service
 from worker.domain.clock import Clock, as_utc, utcnow
 from worker.domain.incidents import TimelineKind
 from worker.engine import approvals
+from worker.engine.calls import Call, CallMaker, read_preview
 from worker.engine.notify import queue_note
-from worker.engine.planner import PlanError, render_step, template_context
+from worker.engine.planner import PlanError
 from worker.engine.snapshot import incident_snapshot
 from worker.errors import ActionError, PermanentError, TransientError
 from worker.playbooks.model import Check, Step
@@ -35,15 +36,6 @@ from worker.store import leases, timeline
 from worker.store.tables import Incident, Pause, Run, RunStep
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Call:
-    """A prepared call to an action: made outside the transaction that prepared it."""
-
-    action: Any
-    params: Any
-    ctx: ActionContext
 
 
 ACTIVE = ("planned", "awaiting_approval", "approved", "running", "verifying")
@@ -149,10 +141,10 @@ class Executor:
             if run.mode != "shadow" and not step.needs_approval:
                 step.status = "approved"
                 return True
-            call = self._prepare(step=step, incident=incident, service=service)
+            call = self._calls.for_step(step=step, incident=incident, service=service)
         # Reading the target (Kubernetes, Route53, ...) happens outside any transaction: on SQLite an open
         # write transaction would hold up every webhook meanwhile.
-        preview, error = self._read_preview(call)
+        preview, error = read_preview(call)
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
             if step.status != "planned":
@@ -255,14 +247,14 @@ class Executor:
             run.status = "running"
             if step.mutating and not self._may_mutate(session, run, step, service):
                 return False
-            call = self._prepare(step=step, incident=incident, service=service)
-            if not isinstance(call, _Call):
+            call = self._calls.for_step(step=step, incident=incident, service=service)
+            if not isinstance(call, Call):
                 self._fail(session, run, step, f"refused at run time: {call}")
                 return True
-            preview = self._planned_preview(step, call)
+            preview = call.described(step)
             recheck = step.needs_approval
         # Approve what you see: read the target again, outside any transaction, before changing it.
-        fresh, error = self._read_preview(call) if recheck else (preview, None)
+        fresh, error = read_preview(call) if recheck else (preview, None)
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
             now = self.clock()
@@ -310,11 +302,11 @@ class Executor:
         """A step found running by a (re)started executor: its outcome is unknown."""
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
-            call = self._prepare(step=step, incident=incident, service=service)
-            if not isinstance(call, _Call):
+            call = self._calls.for_step(step=step, incident=incident, service=service)
+            if not isinstance(call, Call):
                 self._fail(session, run, step, f"refused at run time: {call}")
                 return True
-            preview = self._planned_preview(step, call)
+            preview = call.described(step)
             if step.mutating and not self._hold_mutation_lease(session, run, step, service):
                 run.wake_at = self.clock() + self.poll
                 return False
@@ -377,12 +369,6 @@ class Executor:
             now=self.clock(),
             ttl=self._lock_ttl(step),
         )
-
-    @staticmethod
-    def _planned_preview(step: RunStep, call: _Call) -> Preview:
-        if step.preview:
-            return Preview(**step.preview)
-        return Preview(description=call.action.describe(call.params), target=step.action)
 
     def _execute(
         self, run_id: int, step_id: int, action_name: str, params: Any, ctx: ActionContext, preview: Preview
@@ -524,76 +510,20 @@ class Executor:
     # -- helpers ------------------------------------------------------------------------------------
 
     def _check(self, check: Check, *, incident_id: int, service: Service, idempotency_key: str) -> tuple[bool, str]:
-        action = get_action(check.action)
         try:
             with self.sessions() as session:
                 incident = session.get(Incident, incident_id)
                 assert incident is not None
-                context = template_context(incident=incident, service=service, settings=self.settings)
-                rendered, _, secrets = render_step(check.with_, context=context)
-                snapshot = context["incident"]
-            params = action.params.model_validate(rendered)
-            ctx = ActionContext(
-                settings=self.settings,
-                service=service,
-                incident=snapshot,
-                clients=self.clients,
-                idempotency_key=idempotency_key,
-                now=self.clock,
-                sleep=self.sleep,
-                secret_values=tuple(secrets.values()),
-            )
-            result = action.run(params, ctx, Preview(description=action.describe(params), target=check.action))
+                call = self._calls.for_check(check, incident=incident, service=service, idempotency_key=idempotency_key)
+            preview = Preview(description=call.action.describe(call.params), target=check.action)
+            result = call.action.run(call.params, call.ctx, preview)
             return result.ok, result.summary
         except (ActionError, PlanError, ValueError) as exc:
             return False, str(exc)
 
-    def _prepare(self, *, step: RunStep, incident: Incident, service: Service) -> _Call | ActionError | PlanError:
-        """Everything a call to the step's action needs, computed inside the transaction (or why it cannot run)."""
-        try:
-            params, secrets = self._params(step=step, incident=incident, service=service)
-        except (ActionError, PlanError) as exc:
-            return exc
-        return _Call(get_action(step.action), params, self._context(incident, service, step, secrets))
-
-    @staticmethod
-    def _read_preview(call: _Call | ActionError | PlanError) -> tuple[Preview | None, Exception | None]:
-        """The target's current state as the action previews it; run outside any transaction."""
-        if isinstance(call, ActionError | PlanError):
-            return None, call
-        try:
-            return call.action.preview(call.params, call.ctx), None
-        except (ActionError, PlanError) as exc:
-            return None, exc
-
-    def _params(self, *, step: RunStep, incident: Incident, service: Service) -> tuple[Any, dict[str, str]]:
-        """Re-render at run time (secrets are never stored) and check the scope again."""
-        spec = Step.model_validate(step.spec)
-        action = get_action(step.action)
-        context = template_context(incident=incident, service=service, settings=self.settings)
-        rendered, masked, secrets = render_step(spec.with_, context=context)
-        try:
-            params = action.params.model_validate(rendered)
-        except ValueError as exc:
-            raise PlanError(str(exc)) from None
-        scope = action.scope_problems(params, service)
-        if scope:
-            raise PermanentError(f"{scope[0][0]}: {scope[0][1]}")
-        if step.kind == "main" and masked != step.params:
-            raise PlanError("the rendered parameters differ from the planned ones")
-        return params, secrets
-
-    def _context(self, incident: Incident, service: Service, step: RunStep, secrets: dict[str, str]) -> ActionContext:
-        return ActionContext(
-            settings=self.settings,
-            service=service,
-            incident=incident_snapshot(incident),
-            clients=self.clients,
-            idempotency_key=step.idempotency_key,
-            now=self.clock,
-            sleep=self.sleep,
-            secret_values=tuple(secrets.values()),
-        )
+    @property
+    def _calls(self) -> CallMaker:
+        return CallMaker(settings=self.settings, clients=self.clients, clock=self.clock, sleep=self.sleep)
 
     def _load(self, session: Session, run_id: int, step_id: int) -> tuple[Run, RunStep, Incident, Service]:
         run = session.get(Run, run_id)

@@ -65,7 +65,9 @@ class DeliveryInserter:
     def __init__(self, engine: Engine):
         self._dialect = engine.dialect
         table = Delivery.__table__
-        self._encoders = {c: table.c[c].type._cached_bind_processor(self._dialect) for c in self._COLUMNS}  # noqa: SLF001
+        self._encoders = {
+            c: table.c[c].type.dialect_impl(self._dialect).bind_processor(self._dialect) for c in self._COLUMNS
+        }
         self._statements: dict[int, Any] = {}
         self._returning = self._dialect.name != "sqlite"
         find = select(table.c.id).where(table.c.source == bindparam("source"), table.c.dedup_key == bindparam("key"))
