@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -193,8 +194,6 @@ def test_a_request_gives_up_when_the_database_does_not_answer(engine: Engine, wr
 
 
 def _wait_until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    import time
-
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"

@@ -275,8 +275,7 @@ class StatusDeliverer:
                 return True
             update.last_error = str(error)[:2000]
             if isinstance(error, TransientError):
-                wait = max(error.retry_after or 0, self.backoff.total_seconds() * 2 ** min(update.attempts - 1, 8))
-                update.next_attempt_at = now + timedelta(seconds=min(wait, 600))
+                update.retry_later(now, base=self.backoff, retry_after=error.retry_after, cap=timedelta(minutes=10))
             elif isinstance(error, PermanentError):
                 update.state = "failed"
                 timeline.append(

@@ -99,8 +99,7 @@ class NoteDeliverer:
             note.last_error = str(error)[:2000]
             log.warning("posting a note to %s %s failed (attempt %s): %s", provider, target, note.attempts, error)
             if isinstance(error, TransientError) and note.attempts < self.max_attempts:
-                delay = max(self.backoff * 2 ** (note.attempts - 1), timedelta(seconds=error.retry_after or 0))
-                note.next_attempt_at = now + min(delay, timedelta(minutes=5))
+                note.retry_later(now, base=self.backoff, retry_after=error.retry_after, cap=timedelta(minutes=5))
                 return False
             note.state = "failed"
             timeline.append(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
@@ -231,6 +231,11 @@ class OutboxDelivery:
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+    def retry_later(self, now: datetime, *, base: timedelta, retry_after: float | None, cap: timedelta) -> None:
+        """Back off exponentially from `base` per attempt so far, never sooner than the provider's Retry-After."""
+        delay = max(base * 2 ** min(self.attempts - 1, 8), timedelta(seconds=retry_after or 0))
+        self.next_attempt_at = now + min(delay, cap)
 
 
 class StatusUpdate(OutboxDelivery, Base):
