@@ -8,7 +8,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
@@ -54,6 +54,14 @@ class Source(ABC):
     @abstractmethod
     def parse(self, body: bytes, headers: Headers, *, received_at: datetime) -> Delivery:
         """Validate and normalise the body; WebhookRejected(400) names the offending field."""
+
+    def intake(self, body: bytes, headers: Headers) -> str:
+        """What the webhook needs before it answers: the body validated as `parse` would, and its dedup key.
+
+        Every webhook waits for this, so a source may skip building its AlertEvents here; it must
+        reject exactly what `parse` rejects (tests hold every source to that).
+        """
+        return self.parse(body, headers, received_at=datetime.now(UTC)).dedup_key
 
 
 def decode_json(body: bytes) -> Any:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -80,41 +81,59 @@ class PagerDuty(Source):
 
     def authenticate(self, headers: Headers, body: bytes) -> None:
         header = headers.get("X-PagerDuty-Signature", "")
-        given = [p.strip()[3:] for p in header.split(",") if p.strip().startswith("v1=")]
+        given = [p.strip()[3:].lower().encode() for p in header.split(",") if p.strip().startswith("v1=")]
         if not given:
             raise WebhookRejected(401, "missing or malformed X-PagerDuty-Signature header (expected v1=<hex>)")
         matched = False
-        for secret in self.settings.pagerduty_webhook_secrets:
-            expected = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+        for secret in self._secrets:
+            expected = hmac.digest(secret, body, "sha256").hex().encode()
             # Compare against every candidate without short-circuiting, so timing says nothing.
             for signature in given:
-                matched |= hmac.compare_digest(signature.lower().encode(), expected.encode())
+                matched |= hmac.compare_digest(signature, expected)
         if not matched:
             raise WebhookRejected(401, "X-PagerDuty-Signature does not match any configured secret")
 
-    def parse(self, body: bytes, headers: Headers, *, received_at: datetime) -> Delivery:
-        envelope: Envelope = validate_body(Envelope, body)
-        event = envelope.event
-        dedup = headers.get("X-Webhook-Id") or event.id
-        return Delivery(dedup_key=dedup, events=(self._event(event),))
+    @cached_property
+    def _secrets(self) -> tuple[bytes, ...]:
+        return tuple(secret.get_secret_value().encode() for secret in self.settings.pagerduty_webhook_secrets)
 
-    def _event(self, event: Event) -> AlertEvent:
+    def intake(self, body: bytes, headers: Headers) -> str:
+        return self._check(body, headers).dedup_key
+
+    def parse(self, body: bytes, headers: Headers, *, received_at: datetime) -> Delivery:
+        checked = self._check(body, headers)
+        return Delivery(dedup_key=checked.dedup_key, events=(self._event(checked),))
+
+    def _check(self, body: bytes, headers: Headers) -> _Checked:
+        """Everything that can reject a delivery, so that intake and processing agree on what is valid."""
+        event = validate_body(Envelope, body).event
         kind = KINDS.get(event.event_type)
+        data: IncidentData | NoteData | None = None
+        if kind is EventKind.ANNOTATED:
+            data = validate(NoteData, event.data, at="event.data")
+        elif kind is not None and event.data.get("type") == "incident":
+            data = validate(IncidentData, event.data, at="event.data")
+        return _Checked(headers.get("X-Webhook-Id") or event.id, event, kind, data)
+
+    def _event(self, checked: _Checked) -> AlertEvent:
+        event, kind, data = checked.event, checked.kind, checked.data
         common = {
             "source": self.name,
             "event_key": f"pagerduty:{event.id}",
             "occurred_at": event.occurred_at,
             "actor": event.agent.summary if event.agent else None,
         }
-        if kind is EventKind.ANNOTATED:
-            note: NoteData = validate(NoteData, event.data, at="event.data")
+        if isinstance(data, NoteData):
             return AlertEvent(
-                kind=kind, external_id=note.incident.id, title=note.incident.summary or "", note=note.content, **common
+                kind=EventKind.ANNOTATED,
+                external_id=data.incident.id,
+                title=data.incident.summary or "",
+                note=data.content,
+                **common,
             )
-        if kind is None or event.data.get("type") != "incident":
+        if kind is None or data is None:
             # pagey.ping, service.* and event types added after this code was written: accepted, ignored.
             return AlertEvent(kind=EventKind.IGNORED, external_id=None, title=event.event_type, **common)
-        data: IncidentData = validate(IncidentData, event.data, at="event.data")
         labels = {k: str(v) for k, v in (data.custom_details or {}).items() if isinstance(v, str | int | float | bool)}
         return AlertEvent(
             kind=kind,
@@ -130,3 +149,11 @@ class PagerDuty(Source):
             url=data.html_url,
             **common,
         )
+
+
+@dataclass(frozen=True)
+class _Checked:
+    dedup_key: str
+    event: Event
+    kind: EventKind | None
+    data: IncidentData | NoteData | None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,9 +44,9 @@ DEDUP_KEY_LENGTH = 512  # deliveries.dedup_key
 EVENT_KEY_LENGTH = 768  # processed_events.key
 
 
-def safe_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The request headers worth keeping, minus anything that authenticates."""
-    return {k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
+def safe_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The request headers (name, value pairs) worth keeping, minus anything that authenticates."""
+    return {k: v for k, v in headers if k.lower() not in _SECRET_HEADERS}
 
 
 class DeliveryInserter:
