@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.store import sqlite_writers
+
 
 def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL", **kwargs: Any) -> Engine:
     """Create an engine; for SQLite, create the file's folder and switch on WAL and locking that fits.
@@ -29,9 +31,11 @@ def make_engine(url: str, *, sqlite_synchronous: str = "NORMAL", **kwargs: Any) 
 def _sqlite_engine(url: str, database: str | None, *, synchronous: str, **kwargs: Any) -> Engine:
     if synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:
         raise ValueError(f"SQLite synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
+    connect_args = {"timeout": 30, "check_same_thread": False, **kwargs.pop("connect_args", {})}
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        connect_args.setdefault("factory", sqlite_writers.connection_factory(database))
+    kwargs["connect_args"] = connect_args
     engine = create_engine(url, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -54,8 +58,11 @@ def _sqlite_engine(url: str, database: str | None, *, synchronous: str, **kwargs
     def _on_begin(conn: Any) -> None:
         # Write transactions take the lock up front: a deferred transaction that reads and then
         # writes can fail with SQLITE_BUSY when another process wrote in between.
-        mode = "DEFERRED" if conn.get_execution_options().get("readonly") else "IMMEDIATE"
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if conn.get_execution_options().get("readonly"):
+            conn.exec_driver_sql("BEGIN DEFERRED")
+        else:
+            sqlite_writers.queue_for_write(conn.connection.dbapi_connection)  # given up at COMMIT/ROLLBACK
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -98,6 +105,8 @@ def single_write(engine: Engine, connection: Any) -> Iterator[Any]:
     back on any error.
     """
     postgres = engine.dialect.name != "sqlite"
+    if not postgres:
+        sqlite_writers.queue_for_write(connection.dbapi_connection)
     cursor = connection.cursor()
     try:
         yield cursor
@@ -110,3 +119,5 @@ def single_write(engine: Engine, connection: Any) -> Iterator[Any]:
         raise
     finally:
         cursor.close()
+        if not postgres:
+            sqlite_writers.done_writing(connection.dbapi_connection)
