@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from worker.domain.durations import Duration
 from worker.domain.events import SourceName
@@ -59,10 +59,21 @@ class DeclarationPolicy(_Model):
     unresolved_after: Duration | None = timedelta(minutes=15)
 
 
+def _complete_row(row: dict[Impact, Severity]) -> dict[Impact, Severity]:
+    # Validated per row so that a lint error points at the row that lacks a cell.
+    missing = [impact.value for impact in Impact if impact not in row]
+    if missing:
+        raise ValueError(f"this scope row has no severity for {' and '.join(missing)} impact")
+    return row
+
+
+MatrixRow = Annotated[dict[Impact, Severity], AfterValidator(_complete_row)]
+
+
 class SeverityConfig(_Model):
     """config/severity.yaml: the matrix stays the one source of truth for severities."""
 
-    matrix: dict[Scope, dict[Impact, Severity]]
+    matrix: dict[Scope, MatrixRow]
     defaults: RuleEffect = RuleEffect(impact=Impact.MEDIUM, scope=Scope.MEDIUM)
     force_sev1_labels: list[str] = ["data_loss", "security"]
     grouping_window: Duration = timedelta(minutes=30)
@@ -72,10 +83,9 @@ class SeverityConfig(_Model):
     @field_validator("matrix")
     @classmethod
     def _complete(cls, matrix: Matrix) -> Matrix:
-        for scope in Scope:
-            for impact in Impact:
-                if impact not in matrix.get(scope, {}):
-                    raise ValueError(f"matrix is missing {scope.value} x {impact.value}")
+        missing = [scope.value for scope in Scope if scope not in matrix]
+        if missing:
+            raise ValueError(f"matrix is missing the {' and '.join(missing)} scope row(s)")
         return matrix
 
     @field_validator("defaults")
