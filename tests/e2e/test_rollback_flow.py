@@ -79,11 +79,8 @@ def test_opsgenie_alert_to_rollback(cluster_and_peers) -> None:  # type: ignore[
 
 def test_kill_9_during_the_rollback_then_restart_rolls_back_once(cluster_and_peers) -> None:  # type: ignore[no-untyped-def]
     cluster, peers = cluster_and_peers
-    peers.env["WORKER_EXECUTOR_CLAIM_SECONDS"] = "2"
-    book = peers.playbooks / "checkout-bad-deploy.yaml"  # a short call budget, so the restart need not wait long
-    book.write_text(book.read_text().replace("timeout: 120s", "timeout: 3s").replace("attempts: 3", "attempts: 1"))
-    peers.worker.stop()  # type: ignore[union-attr]
-    peers.start_worker()
+    # The playbook's own budget (120 s x 3 attempts): the dead process's claim on the run would last
+    # minutes, but a claim whose process is gone is taken over at once.
     peers.send_pagerduty(title="checkout error rate above 5%")
     links = wait_for(peers.pd_links, what="the approval note")
     cluster.delay_patch = 3.0  # the cluster takes its time; the worker dies meanwhile
@@ -95,7 +92,7 @@ def test_kill_9_during_the_rollback_then_restart_rolls_back_once(cluster_and_pee
     peers.start_worker()
     incident = wait_for(
         lambda: (i := peers.incident()) and i["runs"] and i["runs"][0]["status"] == "succeeded" and i,
-        timeout=90,
+        timeout=45,
         what="the resumed run",
     )
     assert image(cluster) == "checkout:1.42"

@@ -32,7 +32,7 @@ from worker.engine.snapshot import incident_snapshot
 from worker.errors import ActionError, PermanentError, TransientError
 from worker.playbooks.model import Check, Step
 from worker.settings import Settings
-from worker.store import leases, timeline
+from worker.store import holders, leases, timeline
 from worker.store.tables import Incident, Pause, Run, RunStep
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,20 @@ class Executor:
                 )
                 .values(claimed_by=self.holder, claimed_until=now + self.claim_ttl)
             )
+            if result.rowcount:
+                return True
+            # A claim whose process is certainly gone (kill -9 mid-call) is taken over now rather than
+            # when it expires; recovery then checks what that process already changed.
+            holder = session.execute(select(Run.claimed_by).where(Run.id == run_id)).scalar_one_or_none()
+            if not holders.is_gone(holder):
+                return False
+            result = session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status.in_(ACTIVE), Run.claimed_by == holder)
+                .values(claimed_by=self.holder, claimed_until=now + self.claim_ttl)
+            )
+            if result.rowcount:
+                log.warning("run %s: its claim's holder %s is gone; taken over by %s", run_id, holder, self.holder)
             return bool(result.rowcount)
 
     def _unclaim(self, run_id: int) -> None:

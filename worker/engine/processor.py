@@ -8,11 +8,8 @@ processed on restart, by this process or another one.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,16 +21,12 @@ from worker.engine.intake import Intake, Outcome
 from worker.errors import WorkerError
 from worker.sources.base import Source
 from worker.store import inbox, leases
+from worker.store.holders import holder_id
 
 log = logging.getLogger(__name__)
 
 LEASE = "inbox"
 MAX_ATTEMPTS = 5
-
-
-def holder_id() -> str:
-    """Identifies this process in leases: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass

@@ -18,7 +18,7 @@ from worker.engine.executor import Executor
 from worker.engine.intake import Intake, Outcome
 from worker.engine.notify import NoteDeliverer
 from worker.engine.planner import Planner
-from worker.engine.processor import BackgroundLoop, InboxProcessor, holder_id
+from worker.engine.processor import BackgroundLoop, InboxProcessor
 from worker.engine.ticks import Ticks
 from worker.errors import ConfigError
 from worker.playbooks.loader import LoadedPlaybook, load_playbooks
@@ -29,6 +29,7 @@ from worker.store import incidents as incident_store
 from worker.store import migrate
 from worker.store.db import checkpoint, make_engine, readonly_session_factory, session_factory
 from worker.store.group_commit import GroupCommitWriter
+from worker.store.holders import holder_id
 
 DEFAULT_RESOLUTION_HOLD = timedelta(minutes=15)
 
