@@ -24,14 +24,6 @@ START = datetime(2026, 11, 24, 2, 47, 0, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    migrate.upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def writer(engine: Engine) -> Iterator[GroupCommitWriter]:
     writer = GroupCommitWriter(engine)
     yield writer

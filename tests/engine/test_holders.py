@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from worker.store import leases, migrate
-from worker.store.db import make_engine, session_factory
+from worker.store import leases
+from worker.store.db import session_factory
 from worker.store.holders import holder_id, is_gone
 
 NOW = datetime(2026, 11, 24, 2, 47, tzinfo=UTC)
@@ -89,14 +89,6 @@ def test_anything_not_provably_gone_counts_as_alive(holder: str | None, exited_p
     if holder:
         holder = holder.format(host=host, pid=exited_pid, namespace=namespace, own=os.getpid())
     assert not is_gone(holder)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    migrate.upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_a_lease_of_a_gone_holder_is_taken_over_before_it_expires(
