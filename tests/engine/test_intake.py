@@ -392,3 +392,17 @@ def test_the_timeline_hash_chain_verifies_and_detects_an_edit(runtime: Runtime) 
     with runtime.sessions.begin() as session:
         report = timeline.verify(session, incident_id=incident_id)
         assert (report.ok, report.first_bad_id) == (False, entries[2].id) and "removed" in report.reason
+
+
+def test_stopping_finishes_the_delivery_in_hand_and_leaves_the_backlog_pending(runtime: Runtime) -> None:
+    body = webhook("pagerduty", "incident.triggered.json")
+    for n in range(5):
+        runtime.writer.store(
+            NewDelivery(source="pagerduty", dedup_key=f"k{n}", headers={}, body=body, received_at=runtime.clock())
+        )
+    runtime.processor.on_outcome = lambda outcome: runtime.processor.stop()  # shutdown begins mid-backlog
+    runtime.processor.yield_ratio = 0.0
+    assert runtime.processor.run_once() == 1
+    with runtime.readonly_sessions() as session:
+        states = session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
+    assert dict(states) == {"done": 1, "pending": 4}  # processed on the next start, by this or another process

@@ -41,6 +41,11 @@ class InboxProcessor:
     on_outcome: Callable[[Outcome], None] = lambda outcome: None
     # Runs inside the processing transaction: planning commits with the events that caused it.
     within: Callable[[Session, Outcome, datetime], None] = lambda session, outcome, now: None
+    _stopping: bool = field(default=False, init=False)
+
+    def stop(self) -> None:
+        """Finish the delivery in hand and return: shutting down must not wait for a whole backlog."""
+        self._stopping = True
 
     def run_once(self) -> int:
         """Process what is pending if this process holds the lease; returns deliveries processed."""
@@ -55,6 +60,8 @@ class InboxProcessor:
             if not pending:
                 return processed
             for delivery_id in pending:
+                if self._stopping:
+                    return processed
                 after = delivery_id
                 started = time.monotonic()
                 if self._process(delivery_id):

@@ -205,6 +205,7 @@ class Runtime:
             return False
 
     def close(self) -> None:
+        self.processor.stop()
         for loop in self.loops.values():
             loop.stop()
         self.writer.close()
