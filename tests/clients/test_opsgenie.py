@@ -30,6 +30,28 @@ ESCALATION_ID = "a2d3e7e0-6f1c-4d2b-9b1e-6a0c5b1f7d11"
 # (Apache-2.0; descriptions and x-* keys dropped). Copied so the contract test runs wherever the repo does;
 # test_embedded_definitions_match_the_published_spec keeps the copy honest when the full spec is at hand.
 DEFINITIONS: dict[str, Any] = {
+    "ListAlertNotesResponse": {
+        "type": "object",
+        "allOf": [
+            {"$ref": "#/definitions/BaseResponse"},
+            {
+                "properties": {
+                    "data": {"type": "array", "items": {"$ref": "#/definitions/AlertNote"}},
+                    "paging": {"$ref": "#/definitions/AlertPaging"},
+                }
+            },
+        ],
+    },
+    "AlertNote": {
+        "type": "object",
+        "properties": {
+            "note": {"type": "string"},
+            "owner": {"type": "string"},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "offset": {"type": "string"},
+        },
+    },
+    "AlertPaging": {"type": "object", "properties": {"first": {"type": "string"}, "next": {"type": "string"}}},
     "AddNoteToAlertPayload": {
         "type": "object",
         "required": ["note"],
@@ -369,3 +391,30 @@ def test_embedded_definitions_match_the_published_spec() -> None:
         return [strip(v) for v in node] if isinstance(node, list) else node
 
     assert {name: strip(published[name]) for name in DEFINITIONS} == DEFINITIONS
+
+
+def test_has_note_reads_the_latest_hundred_notes_newest_first(og: FakeOpsgenie, client: OpsgenieClient) -> None:
+    marker = "[incident-worker 0123456789abcdef]"
+    assert not client.has_note(ALERT, marker)
+    client.add_note(ALERT, f"Approve the rollback: https://worker.example/a/x\n\n{marker}")
+    assert client.has_note(ALERT, marker)
+    assert not client.has_note(ALERT, "[incident-worker 0123456789abcdee]")
+    request = og.requests[-1]
+    assert (request["method"], request["path"]) == ("GET", f"/v2/alerts/{ALERT}/notes")
+    assert {k: request["query"][k] for k in ("identifierType", "order", "limit")} == {
+        "identifierType": "id",
+        "order": "desc",
+        "limit": "100",
+    }
+
+
+def test_listed_notes_match_the_spec(og: FakeOpsgenie, client: OpsgenieClient) -> None:
+    client.add_note(ALERT, "first")
+    answer = urllib.request.Request(
+        f"{og.url}/v2/alerts/{ALERT}/notes?identifierType=id&order=desc&limit=100",
+        headers={"Authorization": f"GenieKey {KEY}"},
+    )
+    with urllib.request.urlopen(answer, timeout=5) as response:
+        listed = json.load(response)
+    _validate(listed, "ListAlertNotesResponse")
+    assert [n["note"] for n in listed["data"]] == ["first"]

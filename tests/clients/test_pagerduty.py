@@ -299,3 +299,18 @@ def test_unexpected_success_body_is_permanent() -> None:
         pytest.raises(PermanentError, match="unexpected shape"),
     ):
         c.get_assignees("Q1ABCDEF")
+
+
+def test_has_note_looks_for_the_reference_among_the_incidents_notes(pd: FakePagerDuty, client: PagerDutyClient) -> None:
+    marker = "[incident-worker 0123456789abcdef]"
+    assert not client.has_note("Q1ABCDEF", marker)
+    client.add_note("Q1ABCDEF", f"Approve the rollback: https://worker.example/a/x\n\n{marker}")
+    assert client.has_note("Q1ABCDEF", marker)
+    assert not client.has_note("Q1ABCDEF", "[incident-worker 0123456789abcdee]")
+    assert not client.has_note("Q2NOBODY", marker)
+    assert (pd.requests[-1]["method"], pd.requests[-1]["path"]) == ("GET", "/incidents/Q2NOBODY/notes")
+
+
+def test_has_note_on_a_missing_incident_is_permanent(client: PagerDutyClient) -> None:
+    with pytest.raises(PermanentError):
+        client.has_note("QNOSUCH1", "[incident-worker x]")

@@ -158,3 +158,56 @@ def test_a_run_cancelled_while_the_target_is_read_releases_the_service(h: Harnes
     with h.runtime.sessions() as session:
         lease = session.get(Lease, "mutation:checkout")
         assert lease is not None and lease.expires_at.year == 1970  # released, free for the next change
+
+
+class Died(BaseException):
+    """Stands for kill -9: nothing after it runs, no transaction commits."""
+
+
+def test_a_note_posted_just_before_a_crash_is_not_posted_again(h: Harness) -> None:
+    real_add_note = h.pagerduty.add_note
+
+    def post_then_die(target: str, content: str, **kwargs):  # type: ignore[no-untyped-def]
+        real_add_note(target, content, **kwargs)
+        raise Died  # PagerDuty has the note; its answer (or our record of it) is lost
+
+    h.pagerduty.add_note = post_then_die  # type: ignore[method-assign]
+    h.deliver(pd_event("incident.triggered"))
+    with pytest.raises(Died):
+        h.run()
+    (note,) = notes(h)
+    assert (note.state, note.attempts) == ("pending", 0) and note.attempted_at is not None
+    h.pagerduty.add_note = real_add_note  # type: ignore[method-assign]
+    h.run()  # the restarted deliverer looks before it posts
+    (note,) = notes(h)
+    assert (note.state, note.attempts) == ("sent", 1)
+    assert len(h.pagerduty.notes) == 1
+    assert h.pagerduty.notes[0][1].endswith(f"\n\n[incident-worker {note.ref}]")
+
+
+def test_a_note_lost_before_it_reached_the_provider_is_posted_on_the_retry(h: Harness) -> None:
+    def die() -> None:
+        raise Died
+
+    h.pagerduty.during_call = die
+    h.deliver(pd_event("incident.triggered"))
+    with pytest.raises(Died):
+        h.run()
+    assert h.pagerduty.notes == []
+    h.pagerduty.during_call = None
+    h.run()
+    assert [n.state for n in notes(h)] == ["sent"] and len(h.pagerduty.notes) == 1
+
+
+def test_each_note_carries_its_own_reference(h: Harness) -> None:
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    with h.runtime.sessions.begin() as session:
+        incident = session.scalars(select(Incident)).one()
+        queue_note(session, h.runtime.clients, incident=incident, text="second note", now=h.clock())
+    h.run()
+    refs = [n.ref for n in notes(h)]
+    assert len(set(refs)) == 2 and all(refs)
+    assert [content.rsplit("\n", 1)[-1] for _, content in h.pagerduty.notes] == [
+        f"[incident-worker {ref}]" for ref in refs
+    ]

@@ -89,6 +89,18 @@ class OpsgenieClient:
         )
         return str(answer.request_id)
 
+    def has_note(self, alert_id: str, marker: str) -> bool:
+        """Whether one of the alert's latest 100 notes contains `marker`."""
+        answer = self._invoke(
+            f"list notes of alert {alert_id}",
+            self._alerts.list_notes,
+            _identifier(alert_id),
+            identifier_type="id",
+            order="desc",
+            limit=100,
+        )
+        return any(marker in (note.note or "") for note in (answer.data or []))
+
     def get_owner(self, alert_id: str) -> str | None:
         """The alert's owner (a username), or None when nobody owns it."""
         answer = self._invoke(

@@ -39,6 +39,14 @@ class _NoteEnvelope(_Response):
     note: _Note
 
 
+class _ListedNote(_Response):
+    content: str = ""
+
+
+class _NoteList(_Response):
+    notes: list[_ListedNote]
+
+
 class _Reference(_Response):
     id: str
     type: str = "user_reference"
@@ -159,6 +167,11 @@ class PagerDutyClient:
             json={"note": {"content": content}},
         )
         return _parse(_NoteEnvelope, body, what="the note answer").note.id
+
+    def has_note(self, incident_id: str, marker: str) -> bool:
+        """Whether a note containing `marker` is on the incident (GET /incidents/{id}/notes)."""
+        body = self._call("GET", f"/incidents/{_segment(incident_id)}/notes", what=f"list notes of {incident_id}")
+        return any(marker in note.content for note in _parse(_NoteList, body, what="the notes").notes)
 
     def get_assignees(self, incident_id: str) -> list[Person]:
         """The people an incident is assigned to now (the Incident Commander candidates), with emails when readable."""

@@ -3,13 +3,19 @@
 `queue_note` adds one outbox row per destination inside the caller's transaction; `NoteDeliverer`
 posts them after commit. So no database transaction waits on a paging API (on SQLite one open
 write transaction would hold up every webhook), a note decided in a transaction that rolls back is
-never posted, and a note survives an API outage or a crash. A crash between posting and recording
-it posts that note again on restart: at least once, never lost.
+never posted, and a note survives an API outage or a crash.
+
+Each note ends with a reference line (`[incident-worker <ref>]`), and every attempt is recorded before
+the call. An attempt whose outcome was lost (a crash between posting and recording, a timeout after
+the provider took the note) leaves that mark behind, so the next attempt first looks for the reference
+among the target's notes and posts only if it is not there: a note is posted once. (Opsgenie applies
+notes asynchronously: a retry within moments of a lost answer may not see it yet.)
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -38,9 +44,23 @@ def queue_note(session: Session, clients: Clients, *, incident: Incident, text: 
     for provider, target in targets.items():
         if not target or not clients.has(provider):
             continue
-        session.add(OutboundNote(incident_id=incident.id, provider=provider, target=target, text=text, created_at=now))
+        session.add(
+            OutboundNote(
+                incident_id=incident.id,
+                provider=provider,
+                target=target,
+                text=text,
+                ref=uuid.uuid4().hex[:16],
+                created_at=now,
+            )
+        )
         queued.append(f"{provider} {target}")
     return queued
+
+
+def reference(note: OutboundNote) -> str:
+    """The line that identifies a posted note (rows queued before references existed use their id)."""
+    return f"[incident-worker {note.ref or f'note-{note.id}'}]"
 
 
 @dataclass
@@ -78,14 +98,21 @@ class NoteDeliverer:
             leases.release(session, name=LEASE, holder=self.holder)
 
     def _post(self, note_id: int) -> bool:
-        with self.sessions() as session:
+        with self.sessions.begin() as session:
             note = session.get(OutboundNote, note_id)
             if note is None or note.state != "pending":
                 return False
-            provider, target, text = note.provider, note.target, note.text
+            provider, target, marker = note.provider, note.target, reference(note)
+            text = f"{note.text}\n\n{marker}"
+            maybe_posted = note.attempted_at is not None  # an earlier attempt's outcome may have been lost
+            note.attempted_at = self.clock()
+        client = getattr(self.clients, provider)
         error: ActionError | None = None
         try:  # outside any transaction: the API may be slow
-            getattr(self.clients, provider).add_note(target, text)
+            if maybe_posted and client.has_note(target, marker):
+                log.info("note %s was already on %s %s (an earlier attempt got through)", note_id, provider, target)
+            else:
+                client.add_note(target, text)
         except ActionError as exc:
             error = exc
         now = self.clock()

@@ -272,3 +272,6 @@ class OutboundNote(OutboxDelivery, Base):
     provider: Mapped[str] = mapped_column(String(16))  # pagerduty | opsgenie
     target: Mapped[str] = mapped_column(String(255))  # the PagerDuty incident id or Opsgenie alert id
     text: Mapped[str] = mapped_column(Text)
+    # Posted as the note's last line, so that a retry can tell whether an earlier attempt got through.
+    ref: Mapped[str | None] = mapped_column(String(32))
+    attempted_at: Mapped[datetime | None]  # set before each call: an attempt may have reached the provider

@@ -40,6 +40,7 @@ class FakeOpsgenie:
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []
+        self._note_times: dict[str, str] = {}  # by request id: when each note was added
         self.escalations: list[dict[str, Any]] = []
         self.alerts: dict[str, dict[str, Any]] = {}
         self.request_status: dict[str, dict[str, Any]] = {}
@@ -178,11 +179,33 @@ class FakeOpsgenie:
                 if alert is None:
                     return _json({"message": "Alert does not exist"}, 404, None, started)
                 return _json({"data": alert}, 200, None, started)
+            case "GET", ["v2", "alerts", identifier, "notes"]:
+                return self._list_notes(identifier, request.args.get("identifierType", "id"), request.args, started)
             case "POST", ["v2", "alerts", identifier, "notes"]:
                 return self._add_note(identifier, request.args.get("identifierType", "id"), body, started)
             case "POST", ["v2", "alerts", identifier, "escalate"]:
                 return self._escalate(identifier, request.args.get("identifierType", "id"), body, started)
         return _json({"message": "Resource or handler not found"}, 404, None, started)
+
+    def _list_notes(self, identifier: str, kind: str, args: Any, started: float) -> Response:
+        alert = self._find(identifier, kind)
+        if alert is None:
+            return _json({"message": "Alert does not exist"}, 404, None, started)
+        with self._lock:
+            listed = [
+                {
+                    "note": n["note"],
+                    "owner": n["user"] or "API",
+                    "createdAt": self._note_times[n["request_id"]],
+                    "offset": str(i),
+                }
+                for i, n in enumerate(self.notes)
+                if n["alert_id"] == alert["id"]
+            ]
+        if args.get("order", "desc") == "desc":
+            listed.reverse()
+        limit = min(int(args.get("limit", 20)), 100)
+        return _json({"data": listed[:limit], "paging": {}}, 200, None, started)
 
     def _add_note(self, identifier: str, kind: str, body: Any, started: float) -> Response:
         note = body.get("note") if isinstance(body, dict) else None
@@ -209,6 +232,7 @@ class FakeOpsgenie:
                         "request_id": request_id,
                     }
                 )
+                self._note_times[request_id] = _now()
             self.request_status[request_id] = _status("AddNote", alert, "Added note")
         return _accepted(request_id, started)
 

@@ -70,6 +70,7 @@ class FakePagerDuty:
         self.token = token
         self.requests: list[dict[str, Any]] = []
         self.notes: list[dict[str, Any]] = []
+        self._note_objects: dict[str, list[dict[str, Any]]] = {}  # as GET /incidents/{id}/notes lists them
         self.users: dict[str, dict[str, str]] = {}
         self.incidents: dict[str, _Incident] = {}
         self._faults: list[_Fault] = []
@@ -217,6 +218,11 @@ class FakePagerDuty:
         match request.method, parts:
             case "POST", ["incidents", incident_id, "notes"]:
                 return self._add_note(incident_id, body, request.headers["From"])
+            case "GET", ["incidents", incident_id, "notes"]:
+                with self._lock:
+                    if incident_id not in self.incidents:
+                        return _json(_NOT_FOUND, 404)
+                    return _json({"notes": list(self._note_objects.get(incident_id, []))}, 200)
             case "GET", ["incidents", incident_id]:
                 with self._lock:
                     incident = self.incidents.get(incident_id)
@@ -248,6 +254,7 @@ class FakePagerDuty:
             self.notes.append(
                 {"incident_id": incident_id, "id": created["id"], "content": note["content"], "from": sender}
             )
+            self._note_objects.setdefault(incident_id, []).append(created)
         return _json({"note": created}, 200)
 
     def _update_incident(self, incident_id: str, body: dict[str, Any]) -> Response:

@@ -91,6 +91,11 @@ class StubNotes:
         self.notes.append((target_id, content))
         return f"note-{len(self.notes)}"
 
+    def has_note(self, target_id: str, marker: str) -> bool:
+        if self.failures:
+            raise self.failures.pop(0)
+        return any(target == target_id and marker in content for target, content in self.notes)
+
 
 @dataclass
 class StubPrometheus:
