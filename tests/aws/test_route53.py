@@ -207,3 +207,54 @@ def test_wait_times_out_as_a_transient_error() -> None:
 def test_wait_translates_errors(code: str, kind: type[Exception]) -> None:
     with pytest.raises(kind, match=code):
         Route53Client(ScriptedRoute53([client_error(code)])).wait_insync("/change/C1", timeout=5, sleep=lambda s: None)
+
+
+def _failover_pair(raw: Any, zone_id: str, name: str, identifiers: tuple[str, str]) -> None:
+    """A failover pair whose identifiers do not say which is which: the first is the PRIMARY now."""
+    raw.change_resource_record_sets(
+        HostedZoneId=zone_id,
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": name,
+                        "Type": "A",
+                        "SetIdentifier": ident,
+                        "Failover": role,
+                        "TTL": 60,
+                        "ResourceRecords": [{"Value": ip}],
+                    },
+                }
+                for ident, role, ip in zip(
+                    identifiers, ("PRIMARY", "SECONDARY"), ("192.0.2.50", "192.0.2.60"), strict=True
+                )
+            ]
+        },
+    )
+
+
+def test_failover_needs_to_know_the_original_primary_when_the_names_do_not_say(zone) -> None:  # type: ignore[no-untyped-def]
+    client, zone_id, raw = zone
+    # us-east-1 serves in normal times; sorted, eu-west-1 comes first, so no guess from the order is safe.
+    _failover_pair(raw, zone_id, "app.example.com.", ("us-east-1", "eu-west-1"))
+    with pytest.raises(PermanentError, match="cannot tell which of eu-west-1, us-east-1 is the original primary"):
+        client.plan_failover(hosted_zone_id=zone_id, record_name="app.example.com.", record_type="A", to="SECONDARY")
+    with pytest.raises(PermanentError, match="no failover record 'ap-south-1'"):
+        client.plan_failover(
+            hosted_zone_id=zone_id,
+            record_name="app.example.com.",
+            record_type="A",
+            to="SECONDARY",
+            primary="ap-south-1",
+        )
+    plan = client.plan_failover(
+        hosted_zone_id=zone_id, record_name="app.example.com.", record_type="A", to="SECONDARY", primary="us-east-1"
+    )
+    assert plan.after == {"serving": "eu-west-1"} and not plan.noop
+    client.apply(plan, comment="incident-worker", idempotency_token="f3")
+    # Failed over: the roles are flipped, and only the named primary tells the way back.
+    back = client.plan_failover(
+        hosted_zone_id=zone_id, record_name="app.example.com.", record_type="A", to="PRIMARY", primary="us-east-1"
+    )
+    assert back.after == {"serving": "us-east-1"} and not back.noop

@@ -85,6 +85,75 @@ steps:
         h.close()
 
 
+def test_route53_failover_step_takes_the_original_primary_from_the_catalog(
+    moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "t",
+        "AWS_SECRET_ACCESS_KEY": "t",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    raw = boto3.client("route53", endpoint_url=moto_url, region_name="us-east-1")
+    zone = raw.create_hosted_zone(Name="example.com.", CallerReference="fo")["HostedZone"]["Id"].split("/")[-1]
+    pair = [("us-east-1", "PRIMARY", "192.0.2.1"), ("eu-west-1", "SECONDARY", "192.0.2.2")]
+    raw.change_resource_record_sets(
+        HostedZoneId=zone,
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {
+                        "Name": "app.example.com.",
+                        "Type": "A",
+                        "SetIdentifier": ident,
+                        "Failover": role,
+                        "TTL": 60,
+                        "ResourceRecords": [{"Value": ip}],
+                    },
+                }
+                for ident, role, ip in pair
+            ]
+        },
+    )
+    services = (
+        (Path(__file__).parents[2] / "config/services.yaml")
+        .read_text()
+        .replace(
+            "- {hosted_zone_id: Z0EXAMPLECHECKOUT, record_name: api.example.com.}",
+            f"- {{hosted_zone_id: {zone}, record_name: app.example.com., primary_set_identifier: us-east-1}}",
+        )
+    )
+    book = f"""
+name: failover
+match: {{service: checkout}}
+steps:
+  - id: failover
+    action: route53.failover
+    with: {{hosted_zone_id: {zone}, record_name: app.example.com., to: SECONDARY}}
+"""
+    h = Harness(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        tmp_path=tmp_path,
+        playbooks={"failover": book},
+        config_patch={"services.yaml": services},
+    )
+    h.runtime.clients._injected["route53"] = Route53Client.from_settings(endpoint_url=moto_url)
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        page = h.open_page(h.links()["Dana Okafor"]).get_data(as_text=True)
+        assert "eu-west-1 serves as PRIMARY" in page  # the names alone could not have said so
+        h.decide(h.links()["Dana Okafor"])
+        h.run()
+        records = raw.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+        roles = {r["SetIdentifier"]: r["Failover"] for r in records if "Failover" in r}
+        assert roles == {"us-east-1": "SECONDARY", "eu-west-1": "PRIMARY"}
+        assert h.incident()["runs"][0]["steps"][0]["status"] == "succeeded"
+    finally:
+        h.close()
+
+
 def test_opsgenie_note_step_notes_the_originating_alert(tmp_path: Path) -> None:
     book = """
 name: tell

@@ -9,6 +9,7 @@ from pydantic import Field
 from worker.actions import scoping
 from worker.actions.base import Action, ActionContext, ActionParams, Preview, StepResult
 from worker.actions.route53_set_weights import _apply, _preview
+from worker.clients.route53 import ChangePlan
 from worker.domain.catalog import Service
 
 
@@ -18,6 +19,11 @@ class FailoverParams(ActionParams):
     record_type: str = "A"
     to: Literal["SECONDARY", "PRIMARY"] = "SECONDARY"
     wait_timeout: int = Field(default=300, ge=1, le=3600, description="Seconds to wait for INSYNC.")
+    primary_set_identifier: str | None = Field(
+        default=None,
+        description="Set identifier of the record that serves in normal times; default: the service catalog's "
+        "route53_records entry, else the identifier that says 'primary'.",
+    )
 
 
 class Failover(Action[FailoverParams], name="route53.failover"):
@@ -37,23 +43,23 @@ class Failover(Action[FailoverParams], name="route53.failover"):
         return f"fail {params.record_name} {params.record_type} over to {params.to}"
 
     def preview(self, params: FailoverParams, ctx: ActionContext) -> Preview:
-        plan = ctx.require_clients().route53.plan_failover(
-            hosted_zone_id=params.hosted_zone_id,
-            record_name=params.record_name,
-            record_type=params.record_type,
-            to=params.to,
-        )
-        return _preview(plan, params.record_name)
+        return _preview(self._plan(params, ctx), params.record_name)
 
     def run(self, params: FailoverParams, ctx: ActionContext, preview: Preview) -> StepResult:
-        route53 = ctx.require_clients().route53
-        plan = route53.plan_failover(
+        return _apply(ctx.require_clients().route53, self._plan(params, ctx), ctx, timeout=params.wait_timeout)
+
+    def _plan(self, params: FailoverParams, ctx: ActionContext) -> ChangePlan:
+        primary = params.primary_set_identifier
+        if primary is None and ctx.service is not None:
+            record = scoping.route53_record(params.hosted_zone_id, params.record_name, ctx.service)
+            primary = record.primary_set_identifier if record is not None else None
+        return ctx.require_clients().route53.plan_failover(
             hosted_zone_id=params.hosted_zone_id,
             record_name=params.record_name,
             record_type=params.record_type,
             to=params.to,
+            primary=primary,
         )
-        return _apply(route53, plan, ctx, timeout=params.wait_timeout)
 
     def repeatable(self, params: FailoverParams) -> bool:
         return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from worker.domain.catalog import Service
+from worker.domain.catalog import Route53Record, Service
 
 
 def host_of(url: str) -> str:
@@ -50,9 +50,17 @@ def kubernetes_problems(namespace: str, deployment: str, service: Service) -> li
 
 
 def route53_problem(hosted_zone_id: str, record_name: str, service: Service) -> str | None:
+    if route53_record(hosted_zone_id, record_name, service) is not None:
+        return None
+    name = record_name if record_name.endswith(".") else record_name + "."
+    return f"record {name} in zone {hosted_zone_id.removeprefix('/hostedzone/')} is not owned by the service"
+
+
+def route53_record(hosted_zone_id: str, record_name: str, service: Service) -> Route53Record | None:
+    """The service's catalog entry for a record, if it owns it."""
     name = record_name if record_name.endswith(".") else record_name + "."
     zone = hosted_zone_id.removeprefix("/hostedzone/")
     for record in service.resources.route53_records:
         if record.hosted_zone_id.removeprefix("/hostedzone/") == zone and record.record_name == name:
-            return None
-    return f"record {name} in zone {zone} is not owned by the service"
+            return record
+    return None

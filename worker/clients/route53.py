@@ -116,15 +116,28 @@ class Route53Client:
         )
 
     def plan_failover(
-        self, *, hosted_zone_id: str, record_name: str, record_type: str, to: Literal["SECONDARY", "PRIMARY"]
+        self,
+        *,
+        hosted_zone_id: str,
+        record_name: str,
+        record_type: str,
+        to: Literal["SECONDARY", "PRIMARY"],
+        primary: str | None = None,
     ) -> ChangePlan:
+        """Plan sending the pair's traffic to its original SECONDARY (or back to the original PRIMARY).
+
+        `primary` is the set identifier of the record that serves in normal times (from the service
+        catalog or the step). Without it, the identifiers must say it ("…primary…" / "…secondary…"):
+        once the roles are flipped, Route53 itself no longer knows which record was the primary.
+        """
         records = [r for r in self._records(hosted_zone_id, record_name, record_type) if "Failover" in r]
         if len(records) != 2 or {r["Failover"] for r in records} != {"PRIMARY", "SECONDARY"}:
             raise PermanentError(f"{record_name} {record_type} is not a PRIMARY/SECONDARY failover pair")
         # The pair is "failed over" while the record marked as the original secondary serves as PRIMARY.
         original = {r["SetIdentifier"]: r["Failover"] for r in records}
         serving = next(r["SetIdentifier"] for r in records if r["Failover"] == "PRIMARY")
-        want_serving = _original_holder(records, "SECONDARY" if to == "SECONDARY" else "PRIMARY")
+        normal, standby = _original_roles(sorted(original), primary, f"{_fqdn(record_name)} {record_type}")
+        want_serving = standby if to == "SECONDARY" else normal
         before = {"serving": serving, "roles": original}
         after = {"serving": want_serving}
         changes: list[dict[str, Any]] = []
@@ -217,14 +230,22 @@ class Route53Client:
             raise TransientError(f"Route53 {what}: {exc}") from None
 
 
-def _original_holder(records: list[dict[str, Any]], role: str) -> str:
-    # Set identifiers conventionally name the role they were created with ("primary", "secondary");
-    # when they do not, the first identifier in sort order is taken as the original primary.
-    ids = sorted(r["SetIdentifier"] for r in records)
-    for identifier in ids:
-        if role.lower() in identifier.lower():
-            return identifier
-    return ids[0] if role == "PRIMARY" else ids[1]
+def _original_roles(identifiers: list[str], primary: str | None, pair: str) -> tuple[str, str]:
+    """(original primary, original secondary) of a failover pair's two set identifiers."""
+    if primary is not None:
+        if primary not in identifiers:
+            raise PermanentError(f"{pair}: no failover record {primary!r} (set identifiers: {', '.join(identifiers)})")
+    else:
+        named = [i for i in identifiers if "primary" in i.lower()] or [
+            i for i in identifiers if "secondary" not in i.lower()
+        ]
+        if len(named) != 1:
+            raise PermanentError(
+                f"{pair}: cannot tell which of {', '.join(identifiers)} is the original primary; name it as "
+                "primary_set_identifier in the service's route53_records (or the step)"
+            )
+        primary = named[0]
+    return primary, next(i for i in identifiers if i != primary)
 
 
 def _fqdn(name: str) -> str:

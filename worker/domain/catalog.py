@@ -114,6 +114,8 @@ class ServiceMatch(_Model):
 class Route53Record(_Model):
     hosted_zone_id: str
     record_name: str
+    # For a failover pair: the set identifier of the record that serves in normal times.
+    primary_set_identifier: str | None = None
 
     @field_validator("record_name")
     @classmethod
