@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -24,9 +25,10 @@ def moto_url() -> Iterator[str]:
     server.stop()
 
 
-def test_route53_set_weights_step_shifts_traffic_after_approval(
-    moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _zone(
+    moto_url: str, monkeypatch: pytest.MonkeyPatch, name: str, records: list[tuple[str, dict[str, object]]]
+) -> tuple[Any, str]:
+    """A hosted zone on moto's server holding `records` (set identifier, routing fields) for `name`."""
     for key, value in {
         "AWS_ACCESS_KEY_ID": "t",
         "AWS_SECRET_ACCESS_KEY": "t",
@@ -34,26 +36,29 @@ def test_route53_set_weights_step_shifts_traffic_after_approval(
     }.items():
         monkeypatch.setenv(key, value)
     raw = boto3.client("route53", endpoint_url=moto_url, region_name="us-east-1")
-    zone = raw.create_hosted_zone(Name="example.com.", CallerReference="steps")["HostedZone"]["Id"].split("/")[-1]
-    raw.change_resource_record_sets(
-        HostedZoneId=zone,
-        ChangeBatch={
-            "Changes": [
-                {
-                    "Action": "CREATE",
-                    "ResourceRecordSet": {
-                        "Name": "api.example.com.",
-                        "Type": "A",
-                        "SetIdentifier": ident,
-                        "Weight": weight,
-                        "TTL": 60,
-                        "ResourceRecords": [{"Value": ip}],
-                    },
-                }
-                for ident, weight, ip in (("blue", 100, "192.0.2.1"), ("green", 0, "192.0.2.2"))
-            ]
-        },
-    )
+    zone = raw.create_hosted_zone(Name="example.com.", CallerReference=name)["HostedZone"]["Id"].split("/")[-1]
+    changes = [
+        {
+            "Action": "CREATE",
+            "ResourceRecordSet": {
+                "Name": name,
+                "Type": "A",
+                "SetIdentifier": ident,
+                **routing,
+                "TTL": 60,
+                "ResourceRecords": [{"Value": f"192.0.2.{n}"}],
+            },
+        }
+        for n, (ident, routing) in enumerate(records, start=1)
+    ]
+    raw.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})
+    return raw, zone
+
+
+def test_route53_set_weights_step_shifts_traffic_after_approval(
+    moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, zone = _zone(moto_url, monkeypatch, "api.example.com.", [("blue", {"Weight": 100}), ("green", {"Weight": 0})])
     services = (Path(__file__).parents[2] / "config/services.yaml").read_text().replace("Z0EXAMPLECHECKOUT", zone)
     book = f"""
 name: shift
@@ -88,34 +93,9 @@ steps:
 def test_route53_failover_step_takes_the_original_primary_from_the_catalog(
     moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "t",
-        "AWS_SECRET_ACCESS_KEY": "t",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    raw = boto3.client("route53", endpoint_url=moto_url, region_name="us-east-1")
-    zone = raw.create_hosted_zone(Name="example.com.", CallerReference="fo")["HostedZone"]["Id"].split("/")[-1]
-    pair = [("us-east-1", "PRIMARY", "192.0.2.1"), ("eu-west-1", "SECONDARY", "192.0.2.2")]
-    raw.change_resource_record_sets(
-        HostedZoneId=zone,
-        ChangeBatch={
-            "Changes": [
-                {
-                    "Action": "CREATE",
-                    "ResourceRecordSet": {
-                        "Name": "app.example.com.",
-                        "Type": "A",
-                        "SetIdentifier": ident,
-                        "Failover": role,
-                        "TTL": 60,
-                        "ResourceRecords": [{"Value": ip}],
-                    },
-                }
-                for ident, role, ip in pair
-            ]
-        },
-    )
+    # us-east-1 serves in normal times; nothing in the names says so.
+    pairs = [("us-east-1", {"Failover": "PRIMARY"}), ("eu-west-1", {"Failover": "SECONDARY"})]
+    raw, zone = _zone(moto_url, monkeypatch, "app.example.com.", pairs)
     services = (
         (Path(__file__).parents[2] / "config/services.yaml")
         .read_text()
