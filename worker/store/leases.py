@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,37 +15,57 @@ from worker.store.tables import Lease
 log = logging.getLogger(__name__)
 
 
+# Built once, as Core statements on the table: the inbox renews its lease for every delivery it
+# processes (fencing), and building an ORM-enabled UPDATE each time (with its session
+# synchronisation) cost ~0.3 ms of the ~0.5 ms a delivery took to process.
+_TABLE = Lease.__table__
+_RENEW = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.name == bindparam("lease"),
+        or_(_TABLE.c.holder == bindparam("by"), _TABLE.c.expires_at < bindparam("now")),
+    )
+    .values(holder=bindparam("by"), expires_at=bindparam("until"))
+)
+_TAKE_OVER = (
+    update(_TABLE)
+    .where(_TABLE.c.name == bindparam("lease"), _TABLE.c.holder == bindparam("gone"))
+    .values(holder=bindparam("by"), expires_at=bindparam("until"))
+)
+_HOLDER = select(_TABLE.c.holder).where(_TABLE.c.name == bindparam("lease"))
+_CREATE = insert(_TABLE).values(name=bindparam("lease"), holder=bindparam("by"), expires_at=bindparam("until"))
+_RELEASE = (
+    update(_TABLE)
+    .where(_TABLE.c.name == bindparam("lease"), _TABLE.c.holder == bindparam("by"))
+    .values(expires_at=bindparam("until"))
+)
+
+
 def acquire(session: Session, *, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
     """Take or renew the lease; True when `holder` holds it until now + ttl."""
-    result = session.execute(
-        update(Lease)
-        .where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
-        .values(holder=holder, expires_at=now + ttl)
-    )
-    if result.rowcount:
+    until = now + ttl
+    if session.execute(_RENEW, {"lease": name, "by": holder, "now": now, "until": until}).rowcount:
         return True
-    current = session.get(Lease, name)
+    current = session.execute(_HOLDER, {"lease": name}).scalar_one_or_none()
     if current is not None:
-        return holders.is_gone(current.holder) and _take_over(session, name, current.holder, holder, now + ttl)
+        return holders.is_gone(current) and _take_over(session, name, current, holder, until)
     try:
         with session.begin_nested():
-            session.add(Lease(name=name, holder=holder, expires_at=now + ttl))
+            session.execute(_CREATE, {"lease": name, "by": holder, "until": until})
     except IntegrityError:
         return False
     return True
 
 
 def _take_over(session: Session, name: str, gone: str, holder: str, until: datetime) -> bool:
-    result = session.execute(
-        update(Lease).where(Lease.name == name, Lease.holder == gone).values(holder=holder, expires_at=until)
-    )
-    if result.rowcount:
+    taken = session.execute(_TAKE_OVER, {"lease": name, "gone": gone, "by": holder, "until": until}).rowcount
+    if taken:
         log.warning("lease %s: its holder %s is gone; taken over by %s", name, gone, holder)
-    return bool(result.rowcount)
+    return bool(taken)
 
 
 def release(session: Session, *, name: str, holder: str) -> None:
-    session.execute(update(Lease).where(Lease.name == name, Lease.holder == holder).values(expires_at=_EPOCH))
+    session.execute(_RELEASE, {"lease": name, "by": holder, "until": _EPOCH})
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
