@@ -176,12 +176,11 @@ def record_failure(session: Session, *, delivery_id: int, error: str, max_attemp
 
 def claim_event(session: Session, *, key: str, now: datetime) -> bool:
     """True the first time an alert event is seen; False for a repeat (within retention)."""
-    key = fit_key(key, EVENT_KEY_LENGTH)
-    if session.get(ProcessedEvent, key) is not None:
-        return False
-    session.add(ProcessedEvent(key=key, processed_at=now))
-    session.flush()
-    return True
+    # One INSERT … ON CONFLICT DO NOTHING: every processed event passes here, and a look-up plus an
+    # ORM flush cost several times as much.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(ProcessedEvent).values(key=fit_key(key, EVENT_KEY_LENGTH), processed_at=now)
+    return bool(session.execute(statement.on_conflict_do_nothing(index_elements=["key"])).rowcount)
 
 
 def prune(session: Session, *, before: datetime) -> int:
