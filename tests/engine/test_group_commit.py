@@ -7,15 +7,11 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
-from sqlalchemy.engine import make_url
 
-from worker.store import migrate
-from worker.store.db import WAL_AUTOCHECKPOINT_PAGES, checkpoint, make_engine, session_factory, single_write
+from worker.store.db import session_factory, single_write
 from worker.store.group_commit import GroupCommitWriter
 from worker.store.inbox import DEDUP_KEY_LENGTH, DeliveryInserter, NewDelivery, Stored, fit_key
 from worker.store.tables import Delivery
@@ -193,35 +189,3 @@ def _wait_until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-un
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.005)
-
-
-def test_sqlite_commits_leave_checkpoints_to_the_background_loop(sqlite_url: str) -> None:
-    # A checkpoint copies the WAL into the database file (milliseconds and an fsync); the webhook
-    # writer must not be the one doing it after every 1000 pages, as SQLite does by default.
-    engine = make_engine(sqlite_url)
-    migrate.upgrade(engine)
-    database = Path(make_url(sqlite_url).database or "")
-    try:
-        with engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == WAL_AUTOCHECKPOINT_PAGES
-        checkpoint(engine)
-        before = database.stat().st_size
-        body = b"x" * 3000
-        writer = GroupCommitWriter(engine)
-        for n in range(600):  # about 1500 pages of WAL: past SQLite's default threshold
-            writer.store(item(f"k{n}", body=body))
-        writer.close()
-        assert database.stat().st_size == before  # everything is still in the WAL
-        checkpoint(engine)
-        assert database.stat().st_size > before + 600 * 3000
-        assert len(rows(engine)) == 600
-    finally:
-        engine.dispose()
-
-
-def test_checkpoint_is_a_no_op_on_postgres(postgres_server: Any) -> None:
-    engine = make_engine(postgres_server.create_database("checkpoint_noop"))
-    try:
-        checkpoint(engine)  # nothing to do, and no SQLite PRAGMA sent to PostgreSQL
-    finally:
-        engine.dispose()

@@ -27,7 +27,7 @@ from worker.sources.base import Source
 from worker.sources.registry import build_sources
 from worker.store import incidents as incident_store
 from worker.store import migrate
-from worker.store.db import checkpoint, make_engine, readonly_session_factory, session_factory
+from worker.store.db import make_engine, readonly_session_factory, session_factory
 from worker.store.group_commit import GroupCommitWriter
 from worker.store.holders import holder_id
 
@@ -121,7 +121,6 @@ class Runtime:
             "ticks": BackgroundLoop("ticks", self._tick, interval=2.0),
             "statuspage": BackgroundLoop("statuspage", self.deliverer.run_once, interval=1.0),
             "notes": BackgroundLoop("notes", self.notes.run_once, interval=1.0),
-            "checkpoint": BackgroundLoop("checkpoint", lambda: checkpoint(self.engine), interval=1.0),
         }
         self.executor.on_progress = self._progress
         self.writer._on_commit = self.loops["inbox"].wake

@@ -47,11 +47,6 @@ def _sqlite_engine(url: str, database: str | None, *, synchronous: str, **kwargs
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
-        # Copying the WAL back into the database (a checkpoint) takes milliseconds and an fsync; by
-        # default the commit that crosses 1000 pages does it, which would make a webhook wait. The
-        # background process checkpoints every second (`checkpoint`); this larger threshold is only
-        # the safety net for a worker running without it.
-        cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -65,20 +60,6 @@ def _sqlite_engine(url: str, database: str | None, *, synchronous: str, **kwargs
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
-
-
-WAL_AUTOCHECKPOINT_PAGES = 16384  # 64 MiB of 4 KiB pages
-
-
-def checkpoint(engine: Engine) -> None:
-    """Copy SQLite's WAL back into the database without blocking anyone (PASSIVE); no-op on PostgreSQL."""
-    if engine.dialect.name != "sqlite":
-        return
-    connection = engine.raw_connection()  # in autocommit (see _on_connect): outside any transaction
-    try:
-        connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    finally:
-        connection.close()
 
 
 def is_postgres(engine: Engine) -> bool:
