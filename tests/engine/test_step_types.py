@@ -55,6 +55,18 @@ def _zone(
     return raw, zone
 
 
+def _route53_harness(tmp_path: Path, moto_url: str, book: str, services: str) -> Harness:
+    """A worker with one playbook, the catalog `services`, and Route53 on moto's server."""
+    h = Harness(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        tmp_path=tmp_path,
+        playbooks={"book": book},
+        config_patch={"services.yaml": services},
+    )
+    h.runtime.clients._injected["route53"] = Route53Client.from_settings(endpoint_url=moto_url)
+    return h
+
+
 def test_route53_set_weights_step_shifts_traffic_after_approval(
     moto_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,13 +80,7 @@ steps:
     action: route53.set_weights
     with: {{hosted_zone_id: {zone}, record_name: api.example.com., weights: {{blue: 0, green: 100}}}}
 """
-    h = Harness(
-        database_url=f"sqlite:///{tmp_path / 'w.db'}",
-        tmp_path=tmp_path,
-        playbooks={"shift": book},
-        config_patch={"services.yaml": services},
-    )
-    h.runtime.clients._injected["route53"] = Route53Client.from_settings(endpoint_url=moto_url)
+    h = _route53_harness(tmp_path, moto_url, book, services)
     try:
         h.deliver(pd_event("incident.triggered"))
         h.run()
@@ -112,13 +118,7 @@ steps:
     action: route53.failover
     with: {{hosted_zone_id: {zone}, record_name: app.example.com., to: SECONDARY}}
 """
-    h = Harness(
-        database_url=f"sqlite:///{tmp_path / 'w.db'}",
-        tmp_path=tmp_path,
-        playbooks={"failover": book},
-        config_patch={"services.yaml": services},
-    )
-    h.runtime.clients._injected["route53"] = Route53Client.from_settings(endpoint_url=moto_url)
+    h = _route53_harness(tmp_path, moto_url, book, services)
     try:
         h.deliver(pd_event("incident.triggered"))
         h.run()

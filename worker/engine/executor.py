@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
@@ -32,7 +32,7 @@ from worker.engine.snapshot import incident_snapshot
 from worker.errors import ActionError, PermanentError, TransientError
 from worker.playbooks.model import Check, Step
 from worker.settings import Settings
-from worker.store import holders, leases, timeline
+from worker.store import leases, run_claims, timeline
 from worker.store.tables import Incident, Pause, Run, RunStep
 
 log = logging.getLogger(__name__)
@@ -83,40 +83,14 @@ class Executor:
         return moved
 
     def _claim(self, run_id: int) -> bool:
-        now = self.clock()
         with self.sessions.begin() as session:
-            result = session.execute(
-                update(Run)
-                .where(
-                    Run.id == run_id,
-                    Run.status.in_(ACTIVE),
-                    or_(Run.claimed_until.is_(None), Run.claimed_until < now, Run.claimed_by == self.holder),
-                )
-                .values(claimed_by=self.holder, claimed_until=now + self.claim_ttl)
+            return run_claims.claim(
+                session, run_id=run_id, statuses=ACTIVE, holder=self.holder, now=self.clock(), ttl=self.claim_ttl
             )
-            if result.rowcount:
-                return True
-            # A claim whose process is certainly gone (kill -9 mid-call) is taken over now rather than
-            # when it expires; recovery then checks what that process already changed.
-            holder = session.execute(select(Run.claimed_by).where(Run.id == run_id)).scalar_one_or_none()
-            if not holders.is_gone(holder):
-                return False
-            result = session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.status.in_(ACTIVE), Run.claimed_by == holder)
-                .values(claimed_by=self.holder, claimed_until=now + self.claim_ttl)
-            )
-            if result.rowcount:
-                log.warning("run %s: its claim's holder %s is gone; taken over by %s", run_id, holder, self.holder)
-            return bool(result.rowcount)
 
     def _unclaim(self, run_id: int) -> None:
         with self.sessions.begin() as session:
-            session.execute(
-                update(Run)
-                .where(Run.id == run_id, Run.claimed_by == self.holder)
-                .values(claimed_by=None, claimed_until=None)
-            )
+            run_claims.release(session, run_id=run_id, holder=self.holder)
 
     def _renew(self, session: Session, run: Run) -> None:
         run.claimed_until = self.clock() + self.claim_ttl
