@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -171,3 +172,45 @@ def test_db_upgrade_creates_the_schema_on_postgresql(postgres_server: TemporaryP
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
         rows = conn.execute("select table_name from information_schema.tables where table_schema = 'public'")
         assert {row[0] for row in rows} >= EXPECTED_TABLES
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("WORKER_RESOLUTION_HOLD", "soon", "WORKER_RESOLUTION_HOLD: invalid duration 'soon'"),
+        ("WORKER_EXECUTOR_CLAIM_SECONDS", "-3", "WORKER_EXECUTOR_CLAIM_SECONDS: Input should be greater than 0"),
+        ("WORKER_BACKGROUND_NICE", "25", "WORKER_BACKGROUND_NICE: Input should be less than or equal to 19"),
+        ("WORKER_DATABASE_URL", "not a url", "WORKER_DATABASE_URL: not a database URL"),
+        ("WORKER_DATABASE_URL", "mysql://db/incidents", "WORKER_DATABASE_URL: unsupported database 'mysql'"),
+        ("WORKER_DATABASE_URL", "sqlite:////proc/none/x.db", "cannot create the database's folder /proc/none"),
+        ("WORKER_DATABASE_URL", "postgresql+psycopg://u:pw-s3cret@127.0.0.1:1/x", "cannot use the database"),
+    ],
+)
+def test_a_bad_environment_variable_is_named_without_a_traceback(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    result = cli("db", "upgrade", cwd=tmp_path, env={variable: value})
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and "pw-s3cret" not in result.stderr
+
+
+def test_the_background_process_runs_nicer_than_the_web_process(tmp_path: Path) -> None:
+    env = {"WORKER_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}", "WORKER_BACKGROUND_NICE": "7"}
+    assert cli("db", "upgrade", env=env).returncode == 0
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    background = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "background"], cwd=ROOT, env={**os.environ, **env}
+    )
+    try:
+        seen = own
+        for _ in range(200):  # the process sets its priority once its imports are done
+            seen = os.getpriority(os.PRIO_PROCESS, background.pid)
+            if seen != own or background.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert seen == max(own, 7)
+        assert background.poll() is None
+    finally:
+        background.terminate()
+        background.wait(timeout=20)

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from worker.classify.config import CONFIG_FILES, load_catalog, load_config_file
 from worker.classify.routing import route
 from worker.classify.severity import classify
@@ -18,7 +20,7 @@ from worker.domain.events import SOURCES
 from worker.engine.postmortem import postmortem_markdown
 from worker.engine.runtime import Runtime
 from worker.engine.simulation import simulate_plans
-from worker.errors import ConfigError, Problem, WebhookRejected
+from worker.errors import ConfigError, Problem, SettingsError, WebhookRejected
 from worker.http.server import run_background, run_web, serve
 from worker.playbooks.loader import lint_playbook_file, load_playbooks
 from worker.playbooks.schema import playbook_schema
@@ -38,6 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except SettingsError as exc:
+        print(f"incident-worker: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:  # the database is down or unreachable: say so, not a traceback
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        print(f"incident-worker: cannot use the database: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -2,6 +2,7 @@
 
     WorkerError                  base of everything the worker raises on purpose
     ├── ConfigError              a config or playbook file is invalid (carries every Problem)
+    ├── SettingsError            a WORKER_* environment variable is invalid (names the variable)
     ├── WebhookRejected          an inbound delivery is refused (carries the HTTP status and a reason)
     └── ActionError              a step's call to the outside world failed
         ├── TransientError       worth retrying: connection errors, timeouts, 5xx, 429 (may carry retry_after)
@@ -41,6 +42,10 @@ class ConfigError(WorkerError):
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SettingsError(WorkerError):
+    """A WORKER_* environment variable holds a value the worker cannot use; the message names it."""
 
 
 class WebhookRejected(WorkerError):

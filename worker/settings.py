@@ -7,9 +7,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from worker.domain.durations import parse_duration
+from worker.errors import SettingsError
 
 DEFAULT_DATABASE_URL = "sqlite:///var/incident-worker.db"
 
@@ -41,48 +44,63 @@ class Settings(BaseModel):
     executor_claim_seconds: float = Field(
         default=30.0, gt=0, description="How long a crashed executor's claim blocks others."
     )
+    background_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="Niceness of the background process: on a shared host, answering webhooks comes first.",
+    )
     template_secrets: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str) -> str:
+        try:
+            backend = make_url(url).get_backend_name()
+        except ArgumentError:
+            raise ValueError("not a database URL (e.g. sqlite:///var/incident-worker.db)") from None
+        if backend not in {"sqlite", "postgresql"}:
+            raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+psycopg://…")
+        return url
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Read WORKER_* variables (empty values count as unset); keyword overrides win."""
-        env = os.environ if env is None else env
+        """Read WORKER_* variables (empty values count as unset); keyword overrides win.
 
+        Raises SettingsError naming the variable (never a traceback) when a value is unusable.
+        """
+        env = os.environ if env is None else env
+        try:
+            return cls._from_env(env, overrides)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0]) if error["loc"] else ""
+            name = _PLAIN.get(field) or _SECRETS.get(field)
+            message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+            raise SettingsError(f"{f'WORKER_{name}' if name else field}: {message}") from None
+
+    @classmethod
+    def _from_env(cls, env: Mapping[str, str], overrides: dict[str, object]) -> Settings:
         def get(name: str) -> str | None:
             value = env.get(f"WORKER_{name}", "").strip()
             return value or None
 
         values: dict[str, object] = {}
-        plain = {
-            "database_url": "DATABASE_URL",
-            "public_url": "PUBLIC_URL",
-            "pagerduty_from": "PAGERDUTY_FROM",
-            "pagerduty_api_url": "PAGERDUTY_API_URL",
-            "opsgenie_api_url": "OPSGENIE_API_URL",
-            "aws_endpoint_url": "AWS_ENDPOINT_URL",
-            "statuspage_page_id": "STATUSPAGE_PAGE_ID",
-            "statuspage_api_url": "STATUSPAGE_API_URL",
-        }
-        for field, name in plain.items():
+        for field, name in _PLAIN.items():  # strings the model validates (and converts)
             if (value := get(name)) is not None:
                 values[field] = value
-        for field, name in {
-            "opsgenie_webhook_token": "OPSGENIE_WEBHOOK_TOKEN",
-            "alertmanager_token": "ALERTMANAGER_TOKEN",
-            "pagerduty_api_token": "PAGERDUTY_API_TOKEN",
-            "opsgenie_api_key": "OPSGENIE_API_KEY",
-            "statuspage_api_key": "STATUSPAGE_API_KEY",
-        }.items():
+        for field, name in _SECRETS.items():
             if (value := get(name)) is not None:
                 values[field] = SecretStr(value)
         if (secrets := get("PAGERDUTY_WEBHOOK_SECRETS")) is not None:
             values["pagerduty_webhook_secrets"] = tuple(SecretStr(s.strip()) for s in secrets.split(",") if s.strip())
         if (dry := get("DRY_RUN")) is not None:
             values["dry_run"] = dry.lower() in {"1", "true", "yes", "on"}
-        if (claim := get("EXECUTOR_CLAIM_SECONDS")) is not None:
-            values["executor_claim_seconds"] = float(claim)
         if (hold := get("RESOLUTION_HOLD")) is not None:
-            values["resolution_hold"] = parse_duration(hold)
+            try:
+                values["resolution_hold"] = parse_duration(hold)
+            except ValueError as exc:
+                raise SettingsError(f"WORKER_RESOLUTION_HOLD: {exc}") from None
         values["template_secrets"] = {
             key.removeprefix("WORKER_SECRET_"): SecretStr(value)
             for key, value in env.items()
@@ -90,3 +108,24 @@ class Settings(BaseModel):
         }
         values.update(overrides)
         return cls.model_validate(values)
+
+
+_PLAIN = {
+    "database_url": "DATABASE_URL",
+    "public_url": "PUBLIC_URL",
+    "pagerduty_from": "PAGERDUTY_FROM",
+    "pagerduty_api_url": "PAGERDUTY_API_URL",
+    "opsgenie_api_url": "OPSGENIE_API_URL",
+    "aws_endpoint_url": "AWS_ENDPOINT_URL",
+    "statuspage_page_id": "STATUSPAGE_PAGE_ID",
+    "statuspage_api_url": "STATUSPAGE_API_URL",
+    "executor_claim_seconds": "EXECUTOR_CLAIM_SECONDS",
+    "background_nice": "BACKGROUND_NICE",
+}
+_SECRETS = {
+    "opsgenie_webhook_token": "OPSGENIE_WEBHOOK_TOKEN",
+    "alertmanager_token": "ALERTMANAGER_TOKEN",
+    "pagerduty_api_token": "PAGERDUTY_API_TOKEN",
+    "opsgenie_api_key": "OPSGENIE_API_KEY",
+    "statuspage_api_key": "STATUSPAGE_API_KEY",
+}

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.errors import SettingsError
 from worker.store import sqlite_writers
 
 
@@ -33,7 +34,12 @@ def _sqlite_engine(url: str, database: str | None, *, synchronous: str, **kwargs
         raise ValueError(f"SQLite synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
     connect_args = {"timeout": 30, "check_same_thread": False, **kwargs.pop("connect_args", {})}
     if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot create the database's folder {Path(database).parent}: {exc.strerror}"
+            ) from None
         connect_args.setdefault("factory", sqlite_writers.connection_factory(database))
     kwargs["connect_args"] = connect_args
     engine = create_engine(url, **kwargs)
