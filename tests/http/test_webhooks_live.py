@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import random
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -217,6 +218,26 @@ def test_bodies_over_1_mib_are_413(worker: LiveWorker) -> None:
     chunked_exact = client.post(f"{worker.url}/webhooks/alertmanager", content=iter([exact]), headers=am_headers())
     assert chunked_exact.status_code == 200  # the same bytes, chunked: read whole, found a duplicate
     client.close()
+
+
+def test_an_announced_oversized_body_is_refused_before_it_is_sent(worker: LiveWorker) -> None:
+    # A sender announcing 5 MiB gets its 413 without uploading it (a slow client is not kept waiting,
+    # and the worker reads nothing it will refuse).
+    head = (
+        f"POST /webhooks/alertmanager HTTP/1.1\r\nHost: 127.0.0.1:{worker.port}\r\n"
+        f"Authorization: Bearer {AM_TOKEN}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {5 * MIB}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
+        sock.sendall(head.encode() + b'{"alerts": [')  # then nothing more
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 413"), answer[:200]
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None])
