@@ -49,11 +49,11 @@ def test_two_processes_store_once_and_process_once(postgres_server: TemporaryPos
         "WORKER_RESOLUTION_HOLD": "0s",
     }
     options = {"env": env, "cwd": tmp_path, "config_dir": CONFIG, "playbooks_dir": tmp_path / "playbooks"}
-    # One after the other: two first starts racing on an empty database collide in the migrations (reported).
-    a = LiveWorker(**options).start()  # type: ignore[arg-type]
+    a = LiveWorker(**options)  # type: ignore[arg-type]
     b = LiveWorker(**options)  # type: ignore[arg-type]
     try:
-        b.start()
+        with ThreadPoolExecutor(2) as starting:  # two first starts on an empty database: one migrates
+            list(starting.map(LiveWorker.start, (a, b)))
         with httpx.Client(timeout=20) as client:
 
             def send(job: tuple[int, LiveWorker]) -> tuple[int, int]:
