@@ -180,6 +180,20 @@ def test_routing_to_the_catalog_or_the_providers_name(
     assert (routed.service, routed.tier, routed.entry is not None) == (service, tier, in_catalog)
 
 
+def test_a_named_service_wins_over_another_services_labels() -> None:
+    event = AlertEvent(
+        source="opsgenie",
+        kind=EventKind.TRIGGERED,
+        event_key="k",
+        external_id="x",
+        title="t",
+        service_name="search-api",
+        labels={"deployment": "checkout-api"},
+        occurred_at=NOW,
+    )
+    assert route(event, CATALOG.services).service == "search"
+
+
 def test_a_tier_rule_can_widen_scope() -> None:
     data = CATALOG.severity.model_dump(mode="json")
     data["rules"].append({"name": "tier 1 is wide", "when": {"tier": 1}, "set": {"scope": "wide"}})

@@ -282,6 +282,20 @@ def test_a_partially_resolved_alertmanager_group_does_not_resolve(runtime: Runti
     assert only(runtime)["status"] == "resolved"
 
 
+def test_alerts_hidden_by_truncation_keep_the_incident_open(runtime: Runtime) -> None:
+    body = json.loads(webhook("alertmanager", "firing-single.json"))
+    body["truncatedAlerts"] = 2
+    deliver(runtime, "alertmanager", json.dumps(body).encode())
+    body["alerts"][0].update(status="resolved", endsAt="2026-09-14T08:30:00Z")  # the group still fires
+    deliver(runtime, "alertmanager", json.dumps(body).encode())
+    incident = only(runtime)
+    assert incident["status"] == "triggered"
+    assert any("left 2 alert(s) of the group out" in m for _, m in incident["timeline"])
+    body.update(status="resolved", truncatedAlerts=0)
+    deliver(runtime, "alertmanager", json.dumps(body).encode())
+    assert only(runtime)["status"] == "resolved"
+
+
 def test_the_partially_resolved_sample_opens_an_incident_for_the_alert_still_firing(runtime: Runtime) -> None:
     deliver(runtime, "alertmanager", webhook("alertmanager", "partially-resolved.json"))
     incident = only(runtime)
