@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,28 @@ def test_each_note_carries_its_own_reference(h: Harness) -> None:
     assert [content.rsplit("\n", 1)[-1] for _, content in h.pagerduty.notes] == [
         f"[incident-worker {ref}]" for ref in refs
     ]
+
+
+def test_a_provider_that_applies_notes_later_is_given_time_to_list_one_before_the_retry_looks(h: Harness) -> None:
+    h.pagerduty.note_settle = timedelta(seconds=10)  # as Opsgenie: accepted now, listed a moment later
+    real_add_note = h.pagerduty.add_note
+
+    def post_then_die(target: str, content: str, **kwargs):  # type: ignore[no-untyped-def]
+        real_add_note(target, content, **kwargs)
+        raise Died
+
+    h.pagerduty.add_note = post_then_die  # type: ignore[method-assign]
+    h.deliver(pd_event("incident.triggered"))
+    with pytest.raises(Died):
+        h.run()
+    h.pagerduty.add_note = real_add_note  # type: ignore[method-assign]
+    h.clock.advance(seconds=3)
+    h.run()  # restarted at once: the accepted note is not listed yet, so looking would post it twice
+    (note,) = notes(h)
+    assert note.state == "pending" and h.pagerduty.looked == 0 and len(h.pagerduty.applying) == 1
+    h.pagerduty.apply()
+    h.clock.advance(seconds=8)
+    h.run()
+    (note,) = notes(h)
+    assert (note.state, h.pagerduty.looked) == ("sent", 1)
+    assert len(h.pagerduty.notes) == 1 and h.pagerduty.applying == []

@@ -10,7 +10,7 @@ import math
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
@@ -29,6 +29,10 @@ _T = TypeVar("_T")
 
 class OpsgenieClient:
     """Notes on, owners of and escalation of Opsgenie alerts; raises only TransientError/PermanentError."""
+
+    # Opsgenie answers "Request will be processed" and applies the note later (usually within seconds):
+    # a note posted less than this long ago may not be listed yet.
+    note_settle = timedelta(seconds=10)
 
     def __init__(
         self,

@@ -92,6 +92,8 @@ _M = TypeVar("_M", bound=_Response)
 class PagerDutyClient:
     """Notes on, assignees of and escalation of PagerDuty incidents; raises only TransientError/PermanentError."""
 
+    note_settle = timedelta(0)  # a note is created before PagerDuty answers (201 with the note)
+
     def __init__(
         self,
         *,

@@ -8,8 +8,9 @@ never posted, and a note survives an API outage or a crash.
 Each note ends with a reference line (`[incident-worker <ref>]`), and every attempt is recorded before
 the call. An attempt whose outcome was lost (a crash between posting and recording, a timeout after
 the provider took the note) leaves that mark behind, so the next attempt first looks for the reference
-among the target's notes and posts only if it is not there: a note is posted once. (Opsgenie applies
-notes asynchronously: a retry within moments of a lost answer may not see it yet.)
+among the target's notes and posts only if it is not there: a note is posted once. Opsgenie applies
+notes asynchronously, so that look waits until the provider's `note_settle` has passed since the
+attempt (a note accepted a moment ago may not be listed yet).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.clients.factory import Clients
-from worker.domain.clock import Clock, utcnow
+from worker.domain.clock import Clock, as_utc, utcnow
 from worker.domain.incidents import TimelineKind
 from worker.engine.snapshot import incident_snapshot
 from worker.errors import ActionError, TransientError
@@ -103,10 +104,14 @@ class NoteDeliverer:
             if note is None or note.state != "pending":
                 return False
             provider, target, marker = note.provider, note.target, reference(note)
+            client = getattr(self.clients, provider)
             text = f"{note.text}\n\n{marker}"
             maybe_posted = note.attempted_at is not None  # an earlier attempt's outcome may have been lost
-            note.attempted_at = self.clock()
-        client = getattr(self.clients, provider)
+            now = self.clock()
+            if maybe_posted and now < (settled := as_utc(note.attempted_at) + client.note_settle):
+                note.next_attempt_at = settled  # look once the provider shows what it accepted by then
+                return False
+            note.attempted_at = now
         error: ActionError | None = None
         try:  # outside any transaction: the API may be slow
             if maybe_posted and client.has_note(target, marker):

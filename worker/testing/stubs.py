@@ -82,16 +82,25 @@ class StubNotes:
     assignees: list[str] = field(default_factory=list)
     failures: list[Exception] = field(default_factory=list)  # raised, one per call, before notes are taken
     during_call: Any = None  # called inside add_note (tests look at the database while the API "is busy")
+    note_settle: timedelta = timedelta(0)  # > 0: notes wait in `applying` until apply() (as Opsgenie's do)
+    applying: list[tuple[str, str]] = field(default_factory=list)
+    looked: int = 0  # has_note calls
 
     def add_note(self, target_id: str, content: str, **_: Any) -> str:
         if self.during_call is not None:
             self.during_call()
         if self.failures:
             raise self.failures.pop(0)
-        self.notes.append((target_id, content))
-        return f"note-{len(self.notes)}"
+        (self.applying if self.note_settle else self.notes).append((target_id, content))
+        return f"note-{len(self.notes) + len(self.applying)}"
+
+    def apply(self) -> None:
+        """The provider applies the notes it accepted asynchronously."""
+        self.notes.extend(self.applying)
+        self.applying.clear()
 
     def has_note(self, target_id: str, marker: str) -> bool:
+        self.looked += 1
         if self.failures:
             raise self.failures.pop(0)
         return any(target == target_id and marker in content for target, content in self.notes)
