@@ -9,7 +9,8 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import httpx
 from conftest import CONFIG, PLAYBOOKS
 
 from worker.testing.fake_flags import FakeFlags
+from worker.testing.fake_kubernetes import FakeKubernetes
 from worker.testing.fake_opsgenie import FakeOpsgenie
 from worker.testing.fake_pagerduty import FakePagerDuty
 from worker.testing.fake_statuspage import FakeStatuspage
@@ -37,6 +39,33 @@ def wait_for(probe: Callable[[], Any], *, timeout: float = 30, what: str = "cond
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def checkout_cluster() -> Iterator[FakeKubernetes]:
+    """The fake cluster with deployment shop/checkout at revision 3 (images 1.41, 1.42, 1.43)."""
+    with FakeKubernetes() as cluster:
+        for version in ("1.41", "1.42", "1.43"):
+            template = {
+                "metadata": {"labels": {"app": "checkout"}},
+                "spec": {"containers": [{"name": "checkout", "image": f"checkout:{version}"}]},
+            }
+            cluster.deploy_template("shop", "checkout", template)
+        yield cluster
+
+
+def image(cluster: FakeKubernetes) -> str:
+    return str(cluster.deployment("shop", "checkout")["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+def approve(link: str) -> None:
+    """What the Incident Commander does: open the link, tick the box, approve."""
+    with httpx.Client(timeout=10) as client:
+        page = client.get(link).text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        plan = re.search(r'name="plan_hash" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        decision = {"csrf": csrf, "plan_hash": plan, "decision": "approve", "confirm": "yes"}
+        assert client.post(link, data=decision).status_code == 200
 
 
 class Peers:
@@ -95,6 +124,15 @@ class Peers:
         priority: str | None = None,
     ) -> httpx.Response:
         assert self.worker is not None
+        body, headers = self.pagerduty_delivery(
+            event_type=event_type, incident_id=incident_id, title=title, priority=priority
+        )
+        return httpx.post(f"{self.worker.url}/webhooks/pagerduty", content=body, timeout=10, headers=headers)
+
+    def pagerduty_delivery(
+        self, *, event_type: str, incident_id: str, title: str, priority: str | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """A signed PagerDuty V3 delivery (body, headers) about `incident_id`, which the fake PagerDuty knows."""
         if incident_id not in self.pagerduty.incidents:
             self.pagerduty.add_incident(
                 incident_id,
@@ -131,16 +169,12 @@ class Peers:
             }
         ).encode()
         signature = "v1=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        return httpx.post(
-            f"{self.worker.url}/webhooks/pagerduty",
-            content=body,
-            timeout=10,
-            headers={
-                "Content-Type": "application/json",
-                "X-PagerDuty-Signature": signature,
-                "X-Webhook-Id": uuid.uuid4().hex,
-            },
-        )
+        headers = {
+            "Content-Type": "application/json",
+            "X-PagerDuty-Signature": signature,
+            "X-Webhook-Id": uuid.uuid4().hex,
+        }
+        return body, headers
 
     def approval_links(self, notes: list[str]) -> dict[str, str]:
         for text in reversed(notes):

@@ -4,51 +4,26 @@ rollback call with a restart that completes the step without rolling back twice.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from conftest import webhook
-from peers import OG_TOKEN, Peers, wait_for
+from peers import OG_TOKEN, Peers, approve, checkout_cluster, image, wait_for
 
 from worker.testing.fake_kubernetes import FakeKubernetes
 
 
-def template(image: str) -> dict[str, Any]:
-    return {"metadata": {"labels": {"app": "checkout"}}, "spec": {"containers": [{"name": "checkout", "image": image}]}}
-
-
 @pytest.fixture
 def cluster_and_peers(tmp_path: Path) -> Iterator[tuple[FakeKubernetes, Peers]]:
-    with FakeKubernetes() as cluster:
-        for image in ("checkout:1.41", "checkout:1.42", "checkout:1.43"):
-            cluster.deploy_template("shop", "checkout", template(image))
+    with checkout_cluster() as cluster:
         peers = Peers(tmp_path, extra_env={"KUBECONFIG": str(cluster.kubeconfig_path(tmp_path))})
         try:
             peers.start_worker()
             yield cluster, peers
         finally:
             peers.stop()
-
-
-def approve(link: str) -> None:
-    with httpx.Client(timeout=10) as client:
-        page = client.get(link).text
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-        plan = re.search(r'name="plan_hash" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-        assert (
-            client.post(
-                link, data={"csrf": csrf, "plan_hash": plan, "decision": "approve", "confirm": "yes"}
-            ).status_code
-            == 200
-        )
-
-
-def image(cluster: FakeKubernetes) -> str:
-    return str(cluster.deployment("shop", "checkout")["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
 def test_opsgenie_alert_to_rollback(cluster_and_peers) -> None:  # type: ignore[no-untyped-def]

@@ -3,13 +3,12 @@ verified -> monitoring -> provider resolves + health hold -> resolved (operation
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from peers import Peers, wait_for
+from peers import Peers, approve, wait_for
 
 
 @pytest.fixture
@@ -20,14 +19,6 @@ def peers(tmp_path: Path) -> Iterator[Peers]:
         yield started
     finally:
         started.stop()
-
-
-def approve(link: str) -> None:
-    with httpx.Client(timeout=10) as client:
-        page = client.get(link).text
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-        plan = re.search(r'name="plan_hash" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-        client.post(link, data={"csrf": csrf, "plan_hash": plan, "decision": "approve", "confirm": "yes"})
 
 
 def test_sev1_status_page_lifecycle_and_postmortem(peers: Peers) -> None:
