@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from sqlalchemy.engine import make_url
@@ -61,6 +62,15 @@ class Settings(BaseModel):
             raise ValueError("not a database URL (e.g. sqlite:///var/incident-worker.db)") from None
         if backend not in {"sqlite", "postgresql"}:
             raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+psycopg://…")
+        return url
+
+    @field_validator("public_url", "pagerduty_api_url", "opsgenie_api_url", "statuspage_api_url", "aws_endpoint_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError(f"expected an http(s) URL such as https://incidents.example.com, got {url!r}")
         return url
 
     @classmethod
