@@ -420,3 +420,23 @@ def test_stopping_finishes_the_delivery_in_hand_and_leaves_the_backlog_pending(r
     with runtime.readonly_sessions() as session:
         states = session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
     assert dict(states) == {"done": 1, "pending": 4}  # processed on the next start, by this or another process
+
+
+def test_the_processor_steps_aside_for_webhooks_only_on_sqlite(
+    runtime: Runtime, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite admits one writer: between deliveries the processor pauses as long as the last one took, so
+    # webhooks get the lock. PostgreSQL writes concurrently, and classification goes on without pauses.
+    body = webhook("pagerduty", "incident.triggered.json")
+    for n in range(3):
+        runtime.writer.store(
+            NewDelivery(source="pagerduty", dedup_key=f"k{n}", headers={}, body=body, received_at=runtime.clock())
+        )
+    pauses: list[float] = []
+    monkeypatch.setattr("worker.engine.processor.time.sleep", pauses.append)
+    assert runtime.processor.run_once() == 3
+    assert len(pauses) == 3
+    if database_url.startswith("sqlite"):
+        assert all(pause > 0 for pause in pauses)
+    else:
+        assert pauses == [0.0, 0.0, 0.0]

@@ -27,7 +27,7 @@ from worker.sources.base import Source
 from worker.sources.registry import build_sources
 from worker.store import incidents as incident_store
 from worker.store import migrate
-from worker.store.db import make_engine, readonly_session_factory, session_factory
+from worker.store.db import is_postgres, make_engine, readonly_session_factory, session_factory
 from worker.store.group_commit import GroupCommitWriter
 from worker.store.holders import holder_id
 
@@ -91,7 +91,16 @@ class Runtime:
             readonly_sessions=readonly_session_factory(engine),
             sources=sources,
             intake=intake,
-            processor=InboxProcessor(sessions=sessions, sources=sources, intake=intake, clock=clock, holder=holder),
+            processor=InboxProcessor(
+                sessions=sessions,
+                sources=sources,
+                intake=intake,
+                clock=clock,
+                holder=holder,
+                # SQLite has one writer, and storing webhooks must not wait behind classification; PostgreSQL
+                # writes concurrently, so its processor need not step aside between deliveries.
+                yield_ratio=0.0 if is_postgres(engine) else 1.0,
+            ),
             planner=Planner(catalog=catalog, playbooks=playbooks, settings=settings),
             executor=Executor(
                 sessions=sessions,
