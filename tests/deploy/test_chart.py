@@ -1,0 +1,240 @@
+"""The Helm chart (charts/incident-worker), rendered by the real `helm`: what it deploys for SQLite and for
+PostgreSQL, what it refuses, where secrets go, and RBAC that allows exactly what the Kubernetes client calls."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT
+from kubernetes import client as k8s
+
+from worker.clients.kubernetes import KubernetesClient
+from worker.testing.fake_kubernetes import FakeKubernetes
+
+CHART = ROOT / "charts" / "incident-worker"
+HELM = shutil.which("helm") or shutil.which("helm", path=str(Path(sys.executable).parent))
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    if HELM is None:
+        if os.environ.get("CI"):
+            pytest.fail("helm is missing; .ci/run installs it")
+        pytest.skip("helm is not installed (.ci/run installs it)")
+    return HELM
+
+
+def render(helm: str, *values: str, namespace: str = "ops") -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [helm, "template", "rel", str(CHART), "--namespace", namespace, *values],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def refused(helm: str, *values: str) -> str:
+    result = subprocess.run([helm, "template", "rel", str(CHART), *values], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0, result.stdout
+    return result.stderr
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] == kind]
+    return found
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (worker,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return worker
+
+
+def env(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(docs).get("env", [])}
+
+
+def test_the_chart_lints_strictly(helm: str) -> None:
+    result = subprocess.run([helm, "lint", "--strict", str(CHART)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_default_is_one_replica_on_sqlite_on_a_kept_volume(helm: str) -> None:
+    docs = render(helm)
+    assert {d["kind"] for d in docs} == {
+        "ServiceAccount",
+        "PersistentVolumeClaim",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Deployment",
+    }
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two pods on one SQLite file
+    assert env(docs)["WORKER_DATABASE_URL"] == "sqlite:////data/incident-worker.db"
+    worker = container(docs)
+    assert worker["args"][:3] == ["serve", "--host=0.0.0.0", "--port=8080"]
+    assert "--config=/app/config" in worker["args"] and "--playbooks=/app/playbooks" in worker["args"]
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert worker["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert worker["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in worker["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert (
+        volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
+        == one(docs, "PersistentVolumeClaim")["metadata"]["name"]
+    )
+    assert "emptyDir" in volumes[mounts["/tmp"]]  # gunicorn's heartbeat files on a read-only root
+    assert one(docs, "PersistentVolumeClaim")["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert one(docs, "Service")["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_postgresql_replicas_keep_the_password_out_of_the_pod_spec(helm: str) -> None:
+    url = "postgresql+psycopg://worker:pw-s3cret@db:5432/incidents"
+    docs = render(
+        helm,
+        "--set",
+        f"database.url={url}",
+        "--set",
+        "replicaCount=3",
+        "--set",
+        "secrets.values.WORKER_PAGERDUTY_WEBHOOK_SECRETS=pd-s3cret",
+        "--set",
+        "secrets.existingSecret=ops-tokens",
+    )
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 3 and "strategy" not in deployment["spec"]
+    assert "PersistentVolumeClaim" not in {d["kind"] for d in docs}
+    assert "pw-s3cret" not in yaml.safe_dump(deployment) and "pd-s3cret" not in yaml.safe_dump(deployment)
+    secret = one(docs, "Secret")
+    assert secret["stringData"] == {"WORKER_DATABASE_URL": url, "WORKER_PAGERDUTY_WEBHOOK_SECRETS": "pd-s3cret"}
+    sources = [s["secretRef"]["name"] for s in container(docs)["envFrom"]]
+    assert sources == [secret["metadata"]["name"], "ops-tokens"]  # the operator's own Secret wins on a clash
+    assert "WORKER_DATABASE_URL" not in env(docs)
+
+
+def test_a_database_url_from_an_existing_secret(helm: str) -> None:
+    docs = render(helm, "--set", "database.existingSecret=db", "--set", "database.existingSecretKey=dsn")
+    assert env(docs)["WORKER_DATABASE_URL"] == {"secretKeyRef": {"name": "db", "key": "dsn"}}
+    assert "Secret" not in {d["kind"] for d in docs}
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        (["--set", "replicaCount=2"], "replicaCount > 1 needs PostgreSQL"),
+        (["--set", "env.WORKER_DATABASE_URL=sqlite:///x.db"], "env.WORKER_DATABASE_URL: set it with database.url"),
+        (["--set", "env.WORKER_PUBLIC_URL=https://x"], "env.WORKER_PUBLIC_URL: set it with publicUrl"),
+        (["--set", "env.PATH=/tmp"], "env.PATH: only WORKER_* settings belong here"),
+    ],
+)
+def test_refusals_name_the_value(helm: str, values: list[str], reason: str) -> None:
+    assert reason in refused(helm, *values)
+
+
+def test_public_url_from_the_ingress_and_plain_settings(helm: str) -> None:
+    docs = render(
+        helm,
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "ingress.host=incidents.example.com",
+        "--set",
+        "ingress.tls[0].secretName=tls",
+        "--set",
+        "env.WORKER_RESOLUTION_HOLD=10m",
+    )
+    assert env(docs)["WORKER_PUBLIC_URL"] == "https://incidents.example.com"
+    assert env(docs)["WORKER_RESOLUTION_HOLD"] == "10m"
+    assert one(docs, "Ingress")["spec"]["rules"][0]["host"] == "incidents.example.com"
+    assert env(render(helm, "--set", "publicUrl=https://ic.example.com"))["WORKER_PUBLIC_URL"] == (
+        "https://ic.example.com"
+    )
+
+
+def test_config_and_playbooks_from_values_are_mounted_and_roll_the_pod(helm: str, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+
+    def with_rules(severity_text: str) -> list[dict[str, Any]]:
+        config = {p.name: p.read_text() for p in (ROOT / "config").glob("*.yaml")}
+        config["severity.yaml"] = severity_text
+        playbooks = {p.name: p.read_text() for p in (ROOT / "playbooks").glob("*.yaml")}
+        values.write_text(yaml.safe_dump({"config": config, "playbooks": playbooks}))
+        return render(helm, "-f", str(values))
+
+    original = (ROOT / "config" / "severity.yaml").read_text()
+    docs = with_rules(original)
+    worker = container(docs)
+    assert "--config=/etc/incident-worker/config" in worker["args"]
+    assert "--playbooks=/etc/incident-worker/playbooks" in worker["args"]
+    maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    assert maps["rel-incident-worker-config"]["severity.yaml"] == original
+    assert set(maps["rel-incident-worker-playbooks"]) == {p.name for p in (ROOT / "playbooks").glob("*.yaml")}
+    # The files as mounted are what `incident-worker lint` accepts.
+    for name, data in maps.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        for file, text in data.items():
+            (folder / file).write_text(text)
+    lint = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "lint", "--config", str(tmp_path / "rel-incident-worker-config")]
+        + [str(tmp_path / "rel-incident-worker-config"), str(tmp_path / "rel-incident-worker-playbooks")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    checksum = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/files"]
+    changed = one(with_rules(original + "\n# changed\n"), "Deployment")
+    assert changed["spec"]["template"]["metadata"]["annotations"]["checksum/files"] != checksum
+
+
+def test_rbac_allows_exactly_what_the_kubernetes_client_calls(helm: str) -> None:
+    docs = render(helm, "--set", "rbac.namespaces={shop,payments}")
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
+    assert set(roles) == set(bindings) == {"shop", "payments"}
+    assert bindings["shop"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "rel-incident-worker", "namespace": "ops"}
+    ]
+    allowed = {
+        (resource, verb)
+        for rule in roles["shop"]["rules"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        if rule["apiGroups"] == ["apps"]
+    }
+    # What the worker's client really asks the API server for, during a plan, an undo, a restart, a scale.
+    with FakeKubernetes() as cluster:
+        for version in ("1.41", "1.42"):
+            containers = [{"name": "checkout", "image": f"checkout:{version}"}]
+            cluster.deploy_template(
+                "shop", "checkout", {"metadata": {"labels": {"app": "checkout"}}, "spec": {"containers": containers}}
+            )
+        kube = KubernetesClient(k8s.ApiClient(k8s.Configuration(host=cluster.url, retries=0)), timeout=5)
+        kube.plan_rollout_undo(namespace="shop", deployment="checkout")
+        kube.rollout_undo(namespace="shop", deployment="checkout")
+        kube.rollout_restart(namespace="shop", deployment="checkout", at=datetime.now(UTC))
+        kube.scale(namespace="shop", deployment="checkout", replicas=3)
+        used = {_rbac(r["method"], r["path"]) for r in cluster.requests}
+    assert used == allowed, f"used {sorted(used)}, allowed {sorted(allowed)}"
+
+
+def _rbac(method: str, path: str) -> tuple[str, str]:
+    """(resource, verb) of an apps/v1 request path, as the API server authorizes it."""
+    match = re.fullmatch(r"/apis/apps/v1/namespaces/[^/]+/([a-z]+)(?:/([^/]+))?(?:/([a-z]+))?", path)
+    assert match, path
+    resource, name, subresource = match.groups()
+    verb = {"GET": "get" if name else "list", "PATCH": "patch", "PUT": "update", "POST": "create"}[method]
+    return (f"{resource}/{subresource}" if subresource else resource, verb)
