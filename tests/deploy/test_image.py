@@ -5,17 +5,22 @@ image itself is not built in CI.)"""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
-from conftest import ROOT
+import httpx
+import pytest
+from conftest import ROOT, WEBHOOKS
 
 from worker.cli import _parser
 from worker.settings import Settings
+from worker.testing.live import LiveWorker
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
@@ -27,24 +32,65 @@ def instruction(name: str) -> list[str]:
     return [m.group(1).strip() for m in re.finditer(rf"^{name}\s+(.+)$", joined, re.MULTILINE)]
 
 
-def test_the_wheel_carries_every_file_of_the_package(tmp_path: Path) -> None:
-    source = tmp_path / "src"  # what the Dockerfile copies into its build stage (setuptools writes build/ there)
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The worker's wheel, built as the Dockerfile's build stage builds it."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"  # a copy: setuptools writes build/ beside the sources
     shutil.copytree(ROOT / "worker", source / "worker", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), "."],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(work / "dist"), "."],
         cwd=source,
         check=True,
         timeout=300,
         capture_output=True,
     )
-    (wheel,) = (tmp_path / "dist").glob("incident_worker-*.whl")
+    (built,) = (work / "dist").glob("incident_worker-*.whl")
+    return built
+
+
+def test_the_wheel_carries_every_file_of_the_package(wheel: Path) -> None:
     packed = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("worker/")}
     tracked = subprocess.run(["git", "ls-files", "worker"], cwd=ROOT, capture_output=True, text=True, check=True)
-    wanted = set(tracked.stdout.split())
-    assert wanted - packed == set()  # templates, migrations and their script template included
+    assert set(tracked.stdout.split()) - packed == set()  # templates, migrations and their script template
     assert any(name.endswith(".html") for name in packed) and any("migrations/versions" in n for n in packed)
+
+
+def test_the_installed_wheel_migrates_serves_and_classifies(wheel: Path, tmp_path: Path) -> None:
+    # Installed as the image installs it (not this checkout): migrations, templates and config load from it.
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    env = {
+        "PYTHONPATH": str(site),
+        "WORKER_DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'incident-worker.db'}",
+        "WORKER_ALERTMANAGER_TOKEN": "image-token",
+    }
+    where = subprocess.run(
+        [sys.executable, "-c", "import worker; print(worker.__file__)"],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(str(site))
+    with LiveWorker(env=env, cwd=tmp_path, config_dir=ROOT / "config", playbooks_dir=ROOT / "playbooks") as live:
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer image-token"}
+        body = (WEBHOOKS / "alertmanager" / "firing-single.json").read_bytes()
+        assert httpx.post(f"{live.url}/webhooks/alertmanager", content=body, headers=headers).status_code == 202
+        deadline = time.monotonic() + 30
+        while not (found := httpx.get(f"{live.url}/api/incidents").json()["incidents"]):
+            assert time.monotonic() < deadline, "not classified"
+            time.sleep(0.2)
+        assert found[0]["severity"].startswith("SEV")
+        assert httpx.get(f"{live.url}/").status_code == 200  # the console's templates came with the wheel
 
 
 def test_the_command_is_one_the_worker_accepts_with_the_baked_in_files() -> None:
