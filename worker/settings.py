@@ -57,12 +57,15 @@ class Settings(BaseModel):
     @classmethod
     def _supported_database(cls, url: str) -> str:
         try:
-            backend = make_url(url).get_backend_name()
+            parsed = make_url(url)
         except ArgumentError:
             raise ValueError("not a database URL (e.g. sqlite:///var/incident-worker.db)") from None
-        if backend not in {"sqlite", "postgresql"}:
-            raise ValueError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+psycopg://…")
-        return url
+        if parsed.drivername in {"postgres", "postgresql"}:
+            # The usual postgresql:// (or postgres://) means the one driver installed: psycopg 3.
+            return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        if parsed.drivername in {"sqlite", "sqlite+pysqlite", "postgresql+psycopg"}:
+            return url
+        raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite:///PATH or postgresql://…")
 
     @field_validator("public_url", "pagerduty_api_url", "opsgenie_api_url", "statuspage_api_url", "aws_endpoint_url")
     @classmethod
@@ -70,7 +73,7 @@ class Settings(BaseModel):
         if url is not None:
             parts = urlsplit(url)
             if parts.scheme not in {"http", "https"} or not parts.hostname:
-                raise ValueError(f"expected an http(s) URL such as https://incidents.example.com, got {url!r}")
+                raise ValueError("expected an http(s) URL with a host, such as https://incidents.example.com")
         return url
 
     @classmethod

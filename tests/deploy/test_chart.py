@@ -136,7 +136,13 @@ def test_a_database_url_from_an_existing_secret(helm: str) -> None:
         (["--set", "replicaCount=2"], "replicaCount > 1 needs PostgreSQL"),
         (["--set", "env.WORKER_DATABASE_URL=sqlite:///x.db"], "env.WORKER_DATABASE_URL: set it with database.url"),
         (["--set", "env.WORKER_PUBLIC_URL=https://x"], "env.WORKER_PUBLIC_URL: set it with publicUrl"),
-        (["--set", "env.PATH=/tmp"], "env.PATH: only WORKER_* settings belong here"),
+        # values.schema.json: typos and wrong kinds of value fail before anything renders
+        (["--set", "env.PATH=/tmp"], '- env: Property name of "PATH" does not match'),
+        (["--set", "database.url=mysql://db/x"], "- database.url: Does not match pattern"),
+        (["--set", "secrets.values.PD_SECRET=x"], '- secrets.values: Property name of "PD_SECRET" does not match'),
+        (["--set", "web.threds=4"], "- web: Additional property threds is not allowed"),
+        (["--set", "publicUrl=incidents.example.com"], "- publicUrl: Does not match pattern"),
+        (["--set", "rbac.namespaces={Shop}"], "- rbac.namespaces.0: Does not match pattern"),
     ],
 )
 def test_refusals_name_the_value(helm: str, values: list[str], reason: str) -> None:

@@ -49,9 +49,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- fail "replicaCount > 1 needs PostgreSQL: set database.url or database.existingSecret (SQLite on a volume admits one writer pod)" -}}
 {{- end -}}
 {{- range $name, $value := .Values.env -}}
-{{- if not (hasPrefix "WORKER_" $name) -}}
-{{- fail (printf "env.%s: only WORKER_* settings belong here" $name) -}}
-{{- end -}}
 {{- if has $name (list "WORKER_DATABASE_URL" "WORKER_PUBLIC_URL") -}}
 {{- fail (printf "env.%s: set it with %s instead" $name (ternary "database.url" "publicUrl" (eq $name "WORKER_DATABASE_URL"))) -}}
 {{- end -}}

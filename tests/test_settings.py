@@ -1,0 +1,49 @@
+"""Settings from WORKER_* variables: database URLs as operators write them, URLs that must be http(s)."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.errors import SettingsError
+from worker.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgresql://worker:p%40ss@db:5432/incidents", "postgresql+psycopg://worker:p%40ss@db:5432/incidents"),
+        ("postgres://worker@db/incidents", "postgresql+psycopg://worker@db/incidents"),  # Heroku's spelling
+        ("postgresql+psycopg://db/incidents", "postgresql+psycopg://db/incidents"),
+        ("sqlite:///var/incident-worker.db", "sqlite:///var/incident-worker.db"),
+        ("sqlite:////data/incident-worker.db", "sqlite:////data/incident-worker.db"),
+    ],
+)
+def test_database_urls_as_operators_write_them(given: str, used: str) -> None:
+    assert Settings.from_env({"WORKER_DATABASE_URL": given}).database_url == used
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg2://db/x", "postgresql+asyncpg://db/x", "mysql://db/x", "db"])
+def test_other_databases_and_drivers_are_named_and_refused(url: str) -> None:
+    with pytest.raises(SettingsError, match="^WORKER_DATABASE_URL: ") as refused:
+        Settings.from_env({"WORKER_DATABASE_URL": url})
+    assert "Traceback" not in str(refused.value)
+
+
+def test_a_refused_database_url_does_not_echo_its_password() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"WORKER_DATABASE_URL": "mysql://worker:pw-s3cret@db/x"})
+    assert "pw-s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("variable", ["PUBLIC_URL", "PAGERDUTY_API_URL", "OPSGENIE_API_URL", "STATUSPAGE_API_URL"])
+def test_urls_must_be_http_or_https_with_a_host(variable: str) -> None:
+    assert Settings.from_env({f"WORKER_{variable}": "https://example.com/base"})
+    for bad in ("example.com", "file:///etc/passwd", "https://"):
+        with pytest.raises(SettingsError, match=f"^WORKER_{variable}: expected an http"):
+            Settings.from_env({f"WORKER_{variable}": bad})
+
+
+def test_a_refused_url_is_not_echoed() -> None:  # it may carry credentials
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"WORKER_OPSGENIE_API_URL": "ftp://user:pw-s3cret@example.com"})
+    assert "pw-s3cret" not in str(refused.value)
