@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from importlib import metadata
 from pathlib import Path
 
 import jsonschema
@@ -216,3 +217,9 @@ def test_the_background_process_runs_nicer_than_the_web_process(tmp_path: Path) 
     finally:
         background.terminate()
         background.wait(timeout=20)
+
+
+def test_version_is_the_installed_distributions() -> None:
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"incident-worker {metadata.version('incident-worker')}"

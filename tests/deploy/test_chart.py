@@ -19,6 +19,7 @@ from kubernetes import client as k8s
 
 from worker.clients.kubernetes import KubernetesClient
 from worker.testing.fake_kubernetes import FakeKubernetes
+from worker.testing.live import LiveWorker
 
 CHART = ROOT / "charts" / "incident-worker"
 HELM = shutil.which("helm") or shutil.which("helm", path=str(Path(sys.executable).parent))
@@ -78,6 +79,7 @@ def test_the_default_is_one_replica_on_sqlite_on_a_kept_volume(helm: str) -> Non
         "RoleBinding",
         "Service",
         "Deployment",
+        "Pod",  # the `helm test` hook
     }
     deployment = one(docs, "Deployment")
     assert deployment["spec"]["replicas"] == 1
@@ -244,3 +246,16 @@ def _rbac(method: str, path: str) -> tuple[str, str]:
     resource, name, subresource = match.groups()
     verb = {"GET": "get" if name else "list", "PATCH": "patch", "PUT": "update", "POST": "create"}[method]
     return (f"{resource}/{subresource}" if subresource else resource, verb)
+
+
+def test_the_helm_test_hook_checks_readiness(helm: str, tmp_path: Path) -> None:
+    (pod,) = [d for d in render(helm) if d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"] and "http://rel-incident-worker:80/readyz" in command[2]
+    env = {"WORKER_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}"}
+    with LiveWorker(env=env, cwd=tmp_path, config_dir=ROOT / "config", playbooks_dir=ROOT / "playbooks") as live:
+        script = command[2].replace("http://rel-incident-worker:80", live.url)
+        assert subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30).returncode == 0
+    # and it fails when the worker is not ready (here: not there at all)
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30).returncode != 0
