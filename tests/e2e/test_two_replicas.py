@@ -1,8 +1,9 @@
-"""Two replicas (`serve` processes) on one PostgreSQL, one cluster: the delivery reaches both, the IC approves
-on one, and the rollback is applied once, with one approval note on the PagerDuty incident."""
+"""Two replicas (`serve` processes) on one PostgreSQL, one cluster: a delivery that reaches both is rolled back
+once, with one approval note; two runs on one service, approved together, change it one at a time."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +78,31 @@ def _incident(worker: LiveWorker) -> dict | None:  # type: ignore[type-arg]
     if not listed:
         return None
     return httpx.get(f"{worker.url}/api/incidents/{listed[0]['id']}", timeout=10).json()
+
+
+def test_two_replicas_make_one_change_to_a_service_at_a_time(replicas) -> None:  # type: ignore[no-untyped-def]
+    cluster, peers, first, second = replicas
+    # The title matches two playbooks on checkout: roll back the deployment, and disable the flag.
+    peers.send_pagerduty(incident_id="PREP2", title="checkout error rate above 5% at payment step")
+    links = wait_for(lambda: len(_dana_links(peers)) == 2 and _dana_links(peers), what="both approval links")
+    cluster.delay_patch = peers.flags.delay_patch = 2.0  # each change takes a while to apply
+    for link in links:  # approved together: each replica may pick up either run
+        approve(link)
+    wait_for(
+        lambda: (i := _incident(second)) and [r["status"] for r in i["runs"]] == ["succeeded", "succeeded"],
+        timeout=90,
+        what="both runs",
+    )
+    (rollback,) = cluster.patch_requests()
+    (flag,) = peers.flag_patches()
+    assert image(cluster) == "checkout:1.42" and peers.flags.flags["new-checkout-flow"]["enabled"] is False
+    earlier, later = sorted((rollback["at"], flag["at"]))
+    assert later >= earlier + 2.0, "the second change to checkout started while the first was in flight"
+
+
+def _dana_links(peers: Peers) -> list[str]:
+    found = re.findall(
+        r"- Dana Okafor \(.+?\): (http\S+/approvals/\S+)",
+        "\n".join(n.get("content", "") for n in peers.pagerduty.notes),
+    )
+    return list(dict.fromkeys(found))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -19,6 +20,7 @@ class FakeFlags:
         self.token = token
         self.requests: list[dict[str, Any]] = []
         self.fail_next: list[int] = []
+        self.delay_patch = 0.0  # seconds to hold a PATCH before applying it
         self._lock = threading.Lock()
         self._server = ThreadedServer(self._app, port=port)
         self.url = self._server.url
@@ -28,7 +30,13 @@ class FakeFlags:
         body = request.get_json(silent=True)
         with self._lock:
             self.requests.append(
-                {"method": request.method, "path": request.path, "headers": dict(request.headers), "json": body}
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "headers": dict(request.headers),
+                    "json": body,
+                    "at": time.monotonic(),  # arrival, for tests of what was in flight when
+                }
             )
             if self.fail_next:
                 return _json({"error": "injected failure"}, self.fail_next.pop(0))
@@ -43,6 +51,8 @@ class FakeFlags:
         if flag is None:
             return _json({"error": f"no flag {parts[1]}"}, 404)
         if request.method == "PATCH":
+            if self.delay_patch:
+                threading.Event().wait(self.delay_patch)
             if not isinstance(body, dict):
                 return _json({"error": "expected a JSON object"}, 400)
             with self._lock:

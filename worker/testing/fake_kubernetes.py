@@ -197,6 +197,7 @@ class FakeKubernetes:
                     "content_type": request.mimetype,
                     "accept": request.headers.get("Accept", ""),
                     "body": body,
+                    "at": time.monotonic(),  # arrival, for tests of what was in flight when
                 }
             )
             failure = self.fail_next.pop(0) if self.fail_next else None
