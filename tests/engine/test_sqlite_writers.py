@@ -154,3 +154,21 @@ def test_postgres_connections_have_no_queue(postgres_server: object) -> None:
             assert not hasattr(session.connection().connection.dbapi_connection, "queue_for_write")
     finally:
         engine.dispose()
+
+
+def test_a_long_wait_for_the_lock_is_logged(
+    engine: Engine, probe: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A writer process stopped while holding the lock stalls the others: nothing else would say so.
+    monkeypatch.setattr(sqlite_writers, "SLOW_WAIT", 0.2)
+    fcntl.flock(probe, fcntl.LOCK_EX)
+    threading.Timer(0.4, fcntl.flock, args=(probe, fcntl.LOCK_UN)).start()
+    writes = session_factory(engine)
+    with caplog.at_level("WARNING", logger="worker.store.sqlite_writers"), writes.begin() as session:
+        session.execute(text("SELECT 1"))
+    (record,) = [r for r in caplog.records if "SQLite writer lock" in r.getMessage()]
+    assert "waited 0." in record.getMessage() and str(engine.url.database) in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="worker.store.sqlite_writers"), writes.begin() as session:
+        session.execute(text("SELECT 1"))  # an uncontended write: silence
+    assert not [r for r in caplog.records if "SQLite writer lock" in r.getMessage()]

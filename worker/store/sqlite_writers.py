@@ -15,10 +15,15 @@ the notes outbox), so the queue moves in microseconds to milliseconds.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
+import time
 from typing import Any
+
+log = logging.getLogger(__name__)
+SLOW_WAIT = 1.0  # seconds
 
 # A thread already writing through one connection must not queue again through another: it would wait
 # on itself for ever. It goes straight to SQLite, whose busy timeout bounds that mistake as before.
@@ -39,8 +44,13 @@ def connection_factory(database: str) -> type[sqlite3.Connection]:
                 return
             if self._fd < 0:
                 self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            started = time.monotonic()
             fcntl.flock(self._fd, fcntl.LOCK_EX)  # releases the GIL while it waits
             self._held = _writing.held = True
+            if (waited := time.monotonic() - started) > SLOW_WAIT:
+                # Writes hold the lock for milliseconds: a long wait means a writer process was stopped
+                # (SIGSTOP, a debugger) or starved of CPU. Say so, since nothing else would.
+                log.warning("waited %.1f s for the SQLite writer lock on %s", waited, database)
 
         def done_writing(self) -> None:
             if self._held:
