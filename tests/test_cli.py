@@ -181,6 +181,8 @@ def test_db_upgrade_creates_the_schema_on_postgresql(postgres_server: TemporaryP
         ("WORKER_RESOLUTION_HOLD", "soon", "WORKER_RESOLUTION_HOLD: invalid duration 'soon'"),
         ("WORKER_EXECUTOR_CLAIM_SECONDS", "-3", "WORKER_EXECUTOR_CLAIM_SECONDS: Input should be greater than 0"),
         ("WORKER_BACKGROUND_NICE", "25", "WORKER_BACKGROUND_NICE: Input should be less than or equal to 19"),
+        ("WORKER_LOG_LEVEL", "verbose", "WORKER_LOG_LEVEL: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+        ("WORKER_LOG_FORMAT", "xml", "WORKER_LOG_FORMAT: Input should be 'text' or 'json'"),
         ("WORKER_DATABASE_URL", "not a url", "WORKER_DATABASE_URL: not a database URL"),
         ("WORKER_PUBLIC_URL", "incidents.example.com", "WORKER_PUBLIC_URL: expected an http(s) URL"),
         ("WORKER_OPSGENIE_API_URL", "ftp://api.opsgenie.com", "WORKER_OPSGENIE_API_URL: expected an http(s) URL"),

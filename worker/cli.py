@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
+from worker import logs
 from worker.classify.config import CONFIG_FILES, load_catalog, load_config_file
 from worker.classify.routing import route
 from worker.classify.severity import classify
@@ -154,6 +155,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    logs.configure(level=settings.log_level, fmt=settings.log_format)
     Runtime.build(settings).close()  # refuse to start on a bad config or playbook; migrate the database
     return serve(
         host=args.host,
@@ -167,12 +169,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _web(args: argparse.Namespace) -> int:
-    run_web(_settings(args), host=args.host, port=args.port, workers=args.workers, threads=args.threads)
+    settings = _settings(args)
+    logs.configure(level=settings.log_level, fmt=settings.log_format)
+    run_web(settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
     return 0
 
 
 def _background(args: argparse.Namespace) -> int:
-    run_background(_settings(args))
+    settings = _settings(args)
+    logs.configure(level=settings.log_level, fmt=settings.log_format)
+    run_background(settings)
     return 0
 
 

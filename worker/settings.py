@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -51,6 +52,8 @@ class Settings(BaseModel):
         le=19,
         description="Niceness of the background process: on a shared host, answering webhooks comes first.",
     )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     template_secrets: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
 
     @field_validator("database_url")
@@ -102,6 +105,9 @@ class Settings(BaseModel):
         for field, name in _PLAIN.items():  # strings the model validates (and converts)
             if (value := get(name)) is not None:
                 values[field] = value
+        for field in ("log_level", "log_format"):  # spelt either way
+            if field in values:
+                values[field] = str(values[field]).upper() if field == "log_level" else str(values[field]).lower()
         for field, name in _SECRETS.items():
             if (value := get(name)) is not None:
                 values[field] = SecretStr(value)
@@ -134,6 +140,8 @@ _PLAIN = {
     "statuspage_api_url": "STATUSPAGE_API_URL",
     "executor_claim_seconds": "EXECUTOR_CLAIM_SECONDS",
     "background_nice": "BACKGROUND_NICE",
+    "log_level": "LOG_LEVEL",
+    "log_format": "LOG_FORMAT",
 }
 _SECRETS = {
     "opsgenie_webhook_token": "OPSGENIE_WEBHOOK_TOKEN",

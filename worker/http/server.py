@@ -75,6 +75,12 @@ def run_background(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     runtime.start_background(poll=0.25)
+    log.info(
+        "background processing started on %s at nice %d: %s",
+        runtime.engine.dialect.name,
+        os.getpriority(os.PRIO_PROCESS, 0),
+        ", ".join(runtime.loops),
+    )
     try:
         while not stop["now"]:
             time.sleep(0.2)

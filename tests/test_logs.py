@@ -1,0 +1,74 @@
+"""Log lines for operators: text or JSON at WORKER_LOG_LEVEL, libraries' request logs kept out."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import CONFIG
+
+from worker import logs
+from worker.testing.live import LiveWorker
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).level for n in ("httpx", "urllib3")})
+    yield
+    root.handlers[:], level, chatty = saved
+    root.setLevel(level)
+    for name, old in chatty.items():
+        logging.getLogger(name).setLevel(old)
+
+
+def test_json_lines_carry_level_logger_message_and_exception(restore_logging: None) -> None:
+    stream = io.StringIO()
+    logs.configure(level="INFO", fmt="json", stream=stream)
+    logging.getLogger("worker.test").debug("not at INFO")
+    logging.getLogger("worker.test").info("delivery %s processed", 42)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logging.getLogger("worker.test").exception("processing failed")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(e["level"], e["logger"], e["message"]) for e in lines] == [
+        ("info", "worker.test", "delivery 42 processed"),
+        ("error", "worker.test", "processing failed"),
+    ]
+    assert "RuntimeError: boom" in lines[1]["exception"] and lines[0]["at"].endswith("+00:00")
+
+
+def test_text_lines_and_libraries_request_logs_stay_out_even_at_debug(restore_logging: None) -> None:
+    stream = io.StringIO()
+    logs.configure(level="DEBUG", fmt="text", stream=stream)
+    logging.getLogger("httpx").info("HTTP Request: GET https://flags/?token=s3cret")
+    logging.getLogger("worker.test").debug("looking")
+    text = stream.getvalue()
+    assert "s3cret" not in text
+    assert " DEBUG worker.test [" in text and text.rstrip().endswith("looking")
+
+
+def test_serve_logs_json_when_asked(tmp_path: Path) -> None:
+    env = {
+        "WORKER_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+        "WORKER_LOG_FORMAT": "json",
+        "WORKER_LOG_LEVEL": "info",
+    }
+    with LiveWorker(env=env, cwd=tmp_path, config_dir=CONFIG) as live:
+        deadline = time.monotonic() + 10
+        while not (started := _started(live)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert started, live.log.read_text()
+    assert started["logger"] == "worker.http.server" and "at nice 10" in str(started["message"])
+
+
+def _started(live: LiveWorker) -> dict[str, object] | None:
+    """The background process's start line, once it is in the worker's log (JSON lines only)."""
+    entries = [json.loads(line) for line in live.log.read_text().splitlines() if line.startswith('{"at"')]
+    return next((e for e in entries if "background processing started" in str(e["message"])), None)
