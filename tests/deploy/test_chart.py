@@ -259,3 +259,13 @@ def test_the_helm_test_hook_checks_readiness(helm: str, tmp_path: Path) -> None:
         assert subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30).returncode == 0
     # and it fails when the worker is not ready (here: not there at all)
     assert subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30).returncode != 0
+
+
+def test_the_service_monitor_scrapes_the_services_metrics_port(helm: str) -> None:
+    assert "ServiceMonitor" not in {d["kind"] for d in render(helm)}  # off unless asked
+    docs = render(helm, "--set", "serviceMonitor.enabled=true", "--set", "serviceMonitor.labels.release=kps")
+    monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}

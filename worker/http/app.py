@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from worker.engine.runtime import Runtime
-from worker.http import api, approvals, console, errors, health, webhooks
+from worker.http import api, approvals, console, errors, health, metrics, webhooks
 from worker.http.ratelimit import FailureLimiter
 
 
@@ -16,6 +16,6 @@ def create_app(runtime: Runtime) -> Flask:
     app.extensions["runtime"] = runtime
     app.extensions["approval_limiter"] = FailureLimiter(limit=runtime.catalog.approvals.guesses_per_minute)
     errors.install(app)
-    for blueprint in (webhooks.bp, api.bp, health.bp, approvals.bp, console.bp):
+    for blueprint in (webhooks.bp, api.bp, health.bp, metrics.bp, approvals.bp, console.bp):
         app.register_blueprint(blueprint)
     return app
