@@ -7,12 +7,11 @@ import getpass
 import json
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
-from worker import logs
+from worker import __version__, logs
 from worker.classify.config import CONFIG_FILES, load_catalog, load_config_file
 from worker.classify.routing import route
 from worker.classify.severity import classify
@@ -56,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="incident-worker", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"incident-worker {_version()}")
+    parser.add_argument("--version", action="version", version=f"incident-worker {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the webhook receiver, API and background processing")
@@ -133,13 +132,6 @@ def _parser() -> argparse.ArgumentParser:
     upgrade = db_sub.add_parser("upgrade", help="apply migrations")
     upgrade.set_defaults(handler=_db_upgrade)
     return parser
-
-
-def _version() -> str:
-    try:
-        return metadata.version("incident-worker")
-    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown"
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 from datetime import timedelta
+from importlib import metadata
 from pathlib import Path
 
 import httpx
@@ -63,6 +64,7 @@ def test_metrics_through_the_real_server(tmp_path: Path) -> None:
             time.sleep(0.2)
     assert scrape.headers["content-type"].startswith("text/plain; version=")
     assert found[("incident_worker_database_up", ())] == 1
+    assert found[("incident_worker_build_info", (("version", metadata.version("incident-worker")),))] == 1
     assert found[("incident_worker_inbox_oldest_pending_seconds", ())] == 0
     open_incidents = {k[1]: v for k, v in found.items() if k[0] == "incident_worker_open_incidents"}
     assert open_incidents == {
@@ -109,4 +111,6 @@ def test_a_database_that_does_not_answer_is_a_gauge_not_a_500(runtime: Runtime) 
     runtime.readonly_sessions = down  # type: ignore[assignment]
     answer = create_app(runtime).test_client().get("/metrics")
     assert answer.status_code == 200
-    assert samples(answer.get_data(as_text=True)) == {("incident_worker_database_up", ()): 0}
+    found = samples(answer.get_data(as_text=True))
+    assert {name for name, _ in found} == {"incident_worker_build_info", "incident_worker_database_up"}
+    assert found[("incident_worker_database_up", ())] == 0

@@ -10,6 +10,7 @@ from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from worker import __version__
 from worker.engine.runtime import Runtime
 from worker.store import stats
 
@@ -30,6 +31,9 @@ class _DatabaseCollector(Collector):
         self.runtime = runtime
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        build = GaugeMetricFamily("incident_worker_build_info", "The running version", labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
         up = GaugeMetricFamily("incident_worker_database_up", "1 when the database answered this scrape")
         try:
             with self.runtime.readonly_sessions() as session:
