@@ -199,13 +199,20 @@ class Executor:
 
     def _on_awaiting(self, run_id: int, step_id: int) -> bool:
         with self.sessions.begin() as session:
+            session.get(Run, run_id, with_for_update=True)  # serialised with decisions that write the run
             run, step, incident, service = self._load(session, run_id, step_id)
+            if step.status != "awaiting_approval":
+                return True  # decided meanwhile
             now = self.clock()
             if not approvals.expired(step, now=now):
-                run.wake_at = min(
+                # Look again within a poll, not only when the links expire: a decision recorded between this
+                # transaction's read and its write (on PostgreSQL both run at once) may clear wake_at before
+                # this write sets it, and the approved change must not wait for the other links to expire.
+                expiry = min(
                     (as_utc(r.expires_at) for r in step.approvals if r.used_at is None and r.voided_at is None),
                     default=now + self.poll,
                 )
+                run.wake_at = min(expiry, now + self.poll)
                 return False
             approvals.void_open_requests(session, step=step, now=now, reason="expired")
             if run.on_timeout == "escalate" and approvals.current_round(step) == 1 and service.backup_approvers:
