@@ -19,7 +19,7 @@ from worker.testing.live import LiveWorker
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).level for n in ("httpx", "urllib3")})
+    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).level for n in ("httpx", "httpx2", "urllib3")})
     yield
     root.handlers[:], level, chatty = saved
     root.setLevel(level)
@@ -48,6 +48,7 @@ def test_text_lines_and_libraries_request_logs_stay_out_even_at_debug(restore_lo
     stream = io.StringIO()
     logs.configure(level="DEBUG", fmt="text", stream=stream)
     logging.getLogger("httpx").info("HTTP Request: GET https://flags/?token=s3cret")
+    logging.getLogger("httpx2").info("HTTP Request: POST https://api.pagerduty.com/?token=s3cret")  # pagerduty
     logging.getLogger("worker.test").debug("looking")
     text = stream.getvalue()
     assert "s3cret" not in text

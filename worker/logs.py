@@ -12,7 +12,7 @@ from typing import TextIO
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
 # Libraries that narrate every request (with its URL, where a playbook may have put a secret), retries and
 # credential discovery: their warnings only, whatever the level. The worker logs its calls itself, redacted.
-_CHATTY = ("urllib3", "botocore", "boto3", "kubernetes", "httpx", "httpcore", "alembic")
+_CHATTY = ("urllib3", "botocore", "boto3", "kubernetes", "httpx", "httpx2", "httpcore", "alembic")
 
 
 class JsonFormatter(logging.Formatter):
