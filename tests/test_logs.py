@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,7 +67,8 @@ def test_serve_logs_json_when_asked(tmp_path: Path) -> None:
         while not (started := _started(live)) and time.monotonic() < deadline:
             time.sleep(0.1)
     assert started, live.log.read_text()
-    assert started["logger"] == "worker.http.server" and "at nice 10" in str(started["message"])
+    nice = max(os.getpriority(os.PRIO_PROCESS, 0), 10)  # the default, unless the tests already run nicer
+    assert started["logger"] == "worker.http.server" and f"at nice {nice}" in str(started["message"])
 
 
 def _started(live: LiveWorker) -> dict[str, object] | None:

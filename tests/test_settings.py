@@ -47,3 +47,30 @@ def test_a_refused_url_is_not_echoed() -> None:  # it may carry credentials
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"WORKER_OPSGENIE_API_URL": "ftp://user:pw-s3cret@example.com"})
     assert "pw-s3cret" not in str(refused.value)
+
+
+def test_an_unencoded_at_sign_in_a_password_is_refused_without_quoting_it() -> None:
+    # make_url reads 's3cret@db' as the port here; its own message would quote that piece of the password.
+    with pytest.raises(SettingsError, match="^WORKER_DATABASE_URL: not a database URL") as refused:
+        Settings.from_env({"WORKER_DATABASE_URL": "postgresql://worker:pass@word:s3cret@db/x"})
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0", "86401", "soon"])
+def test_an_unusable_claim_duration_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="^WORKER_EXECUTOR_CLAIM_SECONDS: "):
+        Settings.from_env({"WORKER_EXECUTOR_CLAIM_SECONDS": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "dry"),
+    [("1", True), ("TRUE", True), ("yes", True), ("on", True), ("0", False), ("false", False), ("off", False)],
+)
+def test_dry_run_reads_the_usual_spellings(value: str, dry: bool) -> None:
+    assert Settings.from_env({"WORKER_DRY_RUN": value}).dry_run is dry
+
+
+@pytest.mark.parametrize("typo", ["ture", "yes please", "2"])
+def test_a_dry_run_typo_is_refused_rather_than_meaning_live(typo: str) -> None:
+    with pytest.raises(SettingsError, match="^WORKER_DRY_RUN: "):
+        Settings.from_env({"WORKER_DRY_RUN": typo})

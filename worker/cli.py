@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"incident-worker: {exc}", file=sys.stderr)
         return 2
     except OperationalError as exc:  # the database is down or unreachable: say so, not a traceback
-        reason = str(exc.orig or exc).strip().splitlines()[0]
+        reason = next(iter(str(exc.orig or exc).strip().splitlines()), "") or type(exc.orig or exc).__name__
         print(f"incident-worker: cannot use the database: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -163,6 +163,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _web(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.configure(level=settings.log_level, fmt=settings.log_format)
+    # Refuse a bad config, playbook or database location here, with its message, not later in a
+    # gunicorn worker's traceback. Migrating stays with `serve`/`db upgrade`/`background`.
+    Runtime.build(settings, migrate_db=False).close()
     run_web(settings, host=args.host, port=args.port, workers=args.workers, threads=args.threads)
     return 0
 

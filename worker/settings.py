@@ -44,7 +44,11 @@ class Settings(BaseModel):
     resolution_hold: timedelta | None = None
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     executor_claim_seconds: float = Field(
-        default=30.0, gt=0, description="How long a crashed executor's claim blocks others."
+        default=30.0,
+        gt=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="How long a crashed executor's claim blocks others.",
     )
     background_nice: int = Field(
         default=10,
@@ -61,8 +65,11 @@ class Settings(BaseModel):
     def _supported_database(cls, url: str) -> str:
         try:
             parsed = make_url(url)
-        except ArgumentError:
-            raise ValueError("not a database URL (e.g. sqlite:///var/incident-worker.db)") from None
+        except (ArgumentError, ValueError):
+            # Never the parser's own text: it may quote a piece of the password (an unencoded '@').
+            raise ValueError(
+                "not a database URL (e.g. sqlite:///var/incident-worker.db; percent-encode '@' or ':' in a password)"
+            ) from None
         if parsed.drivername in {"postgres", "postgresql"}:
             # The usual postgresql:// (or postgres://) means the one driver installed: psycopg 3.
             return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
@@ -113,8 +120,6 @@ class Settings(BaseModel):
                 values[field] = SecretStr(value)
         if (secrets := get("PAGERDUTY_WEBHOOK_SECRETS")) is not None:
             values["pagerduty_webhook_secrets"] = tuple(SecretStr(s.strip()) for s in secrets.split(",") if s.strip())
-        if (dry := get("DRY_RUN")) is not None:
-            values["dry_run"] = dry.lower() in {"1", "true", "yes", "on"}
         if (hold := get("RESOLUTION_HOLD")) is not None:
             try:
                 values["resolution_hold"] = parse_duration(hold)
@@ -138,6 +143,7 @@ _PLAIN = {
     "aws_endpoint_url": "AWS_ENDPOINT_URL",
     "statuspage_page_id": "STATUSPAGE_PAGE_ID",
     "statuspage_api_url": "STATUSPAGE_API_URL",
+    "dry_run": "DRY_RUN",  # pydantic's bool: true/false, yes/no, on/off, 1/0; a typo is refused, never "live"
     "executor_claim_seconds": "EXECUTOR_CLAIM_SECONDS",
     "background_nice": "BACKGROUND_NICE",
     "log_level": "LOG_LEVEL",

@@ -76,6 +76,30 @@ def test_a_note_that_cannot_be_posted_is_recorded_on_the_timeline(h: Harness) ->
     assert notes(h)[0].attempts == 1 and h.pagerduty.notes == []  # a permanent failure is not retried
 
 
+def test_a_note_for_a_provider_no_longer_configured_fails_alone(h: Harness) -> None:
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    posted = len(h.pagerduty.notes)
+    with h.runtime.sessions.begin() as session:  # queued while Opsgenie had a key; the key is gone now
+        incident_id = session.scalars(select(Incident.id)).one()
+        for provider, text in (("opsgenie", "orphan"), ("pagerduty", "after the orphan")):
+            session.add(
+                OutboundNote(
+                    incident_id=incident_id,
+                    provider=provider,
+                    target="T1",
+                    text=text,
+                    ref=provider,
+                    created_at=h.clock(),
+                )
+            )
+    h.run()
+    orphan, after = notes(h)[-2:]
+    assert (orphan.state, orphan.attempts) == ("failed", 1) and "WORKER_OPSGENIE_API_KEY" in (orphan.last_error or "")
+    assert after.state == "sent" and len(h.pagerduty.notes) == posted + 1  # the notes behind it still go out
+    assert any("could not post a note to opsgenie T1" in m for m in messages(h))
+
+
 def test_transient_failures_give_up_after_the_last_attempt(h: Harness) -> None:
     h.pagerduty.failures = [TransientError("503")] * 6
     h.deliver(pd_event("incident.triggered"))

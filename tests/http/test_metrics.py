@@ -114,3 +114,20 @@ def test_a_database_that_does_not_answer_is_a_gauge_not_a_500(runtime: Runtime) 
     found = samples(answer.get_data(as_text=True))
     assert {name for name, _ in found} == {"incident_worker_build_info", "incident_worker_database_up"}
     assert found[("incident_worker_database_up", ())] == 0
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("application/openmetrics-text; version=1.0.0", "application/openmetrics-text; version=1.0.0"),
+        ("application/openmetrics-text; version=abc", "text/plain; version=0.0.4"),  # malformed: plain text, no 500
+        ("*/*", "text/plain; version=0.0.4"),
+    ],
+)
+def test_the_format_follows_accept_and_a_malformed_one_gets_text(
+    runtime: Runtime, accept: str, content_type: str
+) -> None:
+    answer = create_app(runtime).test_client().get("/metrics", headers={"Accept": accept})
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith(content_type)
+    assert b"incident_worker_database_up 1" in answer.get_data()

@@ -104,7 +104,12 @@ class NoteDeliverer:
             if note is None or note.state != "pending":
                 return False
             provider, target, marker = note.provider, note.target, reference(note)
-            client = getattr(self.clients, provider)
+            try:
+                client = getattr(self.clients, provider)
+            except ActionError as exc:  # its API key was removed after the note was queued: never postable
+                note.attempts += 1
+                _give_up(session, note, now=self.clock(), error=exc)
+                return False
             text = f"{note.text}\n\n{marker}"
             maybe_posted = note.attempted_at is not None  # an earlier attempt's outcome may have been lost
             now = self.clock()
@@ -133,12 +138,16 @@ class NoteDeliverer:
             if isinstance(error, TransientError) and note.attempts < self.max_attempts:
                 note.retry_later(now, base=self.backoff, retry_after=error.retry_after, cap=timedelta(minutes=5))
                 return False
-            note.state = "failed"
-            timeline.append(
-                session,
-                incident_id=note.incident_id,
-                at=now,
-                kind=TimelineKind.COMMS,
-                message=f"could not post a note to {provider} {target} after {note.attempts} attempt(s): {error}",
-            )
+            _give_up(session, note, now=now, error=error)
             return False
+
+
+def _give_up(session: Session, note: OutboundNote, *, now: datetime, error: ActionError) -> None:
+    note.state, note.last_error = "failed", str(error)[:2000]
+    timeline.append(
+        session,
+        incident_id=note.incident_id,
+        at=now,
+        kind=TimelineKind.COMMS,
+        message=f"could not post a note to {note.provider} {note.target} after {note.attempts} attempt(s): {error}",
+    )

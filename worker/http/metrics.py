@@ -22,7 +22,10 @@ def metrics() -> Response:
     runtime: Runtime = current_app.extensions["runtime"]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_DatabaseCollector(runtime))
-    encode, content_type = choose_encoder(request.headers.get("Accept"))  # text, or OpenMetrics if asked
+    try:
+        encode, content_type = choose_encoder(request.headers.get("Accept"))  # text, or OpenMetrics if asked
+    except (TypeError, ValueError):  # a malformed OpenMetrics version: the text format every scraper reads
+        encode, content_type = choose_encoder(None)
     return Response(encode(registry), content_type=content_type)
 
 
