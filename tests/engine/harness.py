@@ -21,6 +21,15 @@ from worker.store.inbox import NewDelivery
 from worker.testing.stubs import ManualClock, StubCluster, StubNotes, StubPrometheus, StubStatuspage
 
 PUBLIC = "http://127.0.0.1:9"
+# The playbook most tests run: roll checkout back, behind the approval gate, without verification.
+ROLLBACK = """
+name: rollback
+match: {service: checkout}
+steps:
+  - id: rollback
+    action: kubernetes.rollout_undo
+    with: {namespace: shop, deployment: checkout}
+"""
 
 
 def pd_event(

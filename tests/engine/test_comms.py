@@ -6,23 +6,19 @@ from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
-from harness import Harness, pd_event
+from harness import ROLLBACK, Harness, pd_event
 
-ROLLBACK = """
-name: rollback
-match: {service: checkout}
-steps:
-  - id: rollback
-    action: kubernetes.rollout_undo
-    with: {namespace: shop, deployment: checkout}
-    verify:
+ROLLBACK_VERIFIED = (
+    ROLLBACK
+    + """    verify:
       action: check.prometheus
       with: {url: "http://127.0.0.1:9090", query: checkout_error_ratio, expect: "< 0.05"}
 """
+)
 
 
 def make(database_url: str, tmp_path: Path, **kwargs) -> Harness:  # type: ignore[no-untyped-def]
-    kwargs.setdefault("playbooks", {"rollback": ROLLBACK})
+    kwargs.setdefault("playbooks", {"rollback": ROLLBACK_VERIFIED})
     return Harness(database_url=database_url, tmp_path=tmp_path, **kwargs)
 
 

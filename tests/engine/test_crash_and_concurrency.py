@@ -8,18 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Harness, pd_event
+from harness import ROLLBACK, Harness, pd_event
 
 from worker.engine.executor import Executor
 
-ROLLBACK = """
-name: rollback
-match: {service: checkout}
-steps:
-  - id: rollback
-    action: kubernetes.rollout_undo
-    with: {namespace: shop, deployment: checkout}
-"""
 SCALE = """
 name: scale-up
 match: {service: checkout}

@@ -6,21 +6,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from harness import Harness, pd_event
+from harness import ROLLBACK, Harness, pd_event
 from sqlalchemy import select, update
 
 from worker.engine.notify import queue_note
 from worker.errors import PermanentError, TransientError
 from worker.store.tables import Incident, Lease, OutboundNote, Run, RunStep, TimelineEntry
-
-ROLLBACK = """
-name: rollback
-match: {service: checkout}
-steps:
-  - id: rollback
-    action: kubernetes.rollout_undo
-    with: {namespace: shop, deployment: checkout}
-"""
 
 
 @pytest.fixture

@@ -154,11 +154,24 @@ class GateView:
     incident: Incident
 
 
-def lookup(session: Session, *, token: str, now: datetime) -> GateView:
-    """Find the request for a token; DecisionRefused when unknown, used, void or expired."""
-    request = session.execute(
-        select(ApprovalRequest).where(ApprovalRequest.token_hash == token_hash(token))
-    ).scalar_one_or_none()
+def lookup(session: Session, *, token: str, now: datetime, for_decision: bool = False) -> GateView:
+    """Find the request for a token; DecisionRefused when unknown, used, void or expired.
+
+    `for_decision` first locks the run (on PostgreSQL; SQLite's write transaction already excludes the
+    others), so decisions on one run, and the executor's look at it, happen one after the other and each
+    reads what the one before it wrote: two approvers at once both count, a link clicked twice decides once.
+    Nothing of the run is loaded before the lock, so nothing read is stale.
+    """
+    digest = token_hash(token)
+    if for_decision:
+        run_id = session.execute(
+            select(RunStep.run_id)
+            .join(ApprovalRequest, ApprovalRequest.step_id == RunStep.id)
+            .where(ApprovalRequest.token_hash == digest)
+        ).scalar_one_or_none()
+        if run_id is not None:
+            session.execute(select(Run.id).where(Run.id == run_id).with_for_update())
+    request = session.execute(select(ApprovalRequest).where(ApprovalRequest.token_hash == digest)).scalar_one_or_none()
     if request is None:
         raise DecisionRefused(404, "This approval link is not valid. Check that you copied the whole link.")
     step = session.get(RunStep, request.step_id)

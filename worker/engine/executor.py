@@ -100,7 +100,7 @@ class Executor:
     def _advance(self, run_id: int) -> bool:
         """Make one transition of the run; False when it must wait (approval, verification, lock)."""
         with self.sessions.begin() as session:
-            run = session.get(Run, run_id)
+            run = session.get(Run, run_id, with_for_update=True)  # the run first, as in _load
             if run is None or run.status not in ACTIVE or run.claimed_by != self.holder:
                 return False
             self._renew(session, run)
@@ -199,8 +199,7 @@ class Executor:
 
     def _on_awaiting(self, run_id: int, step_id: int) -> bool:
         with self.sessions.begin() as session:
-            session.get(Run, run_id, with_for_update=True)  # serialised with decisions that write the run
-            run, step, incident, service = self._load(session, run_id, step_id)
+            run, step, incident, service = self._load(session, run_id, step_id)  # locks the run: see _load
             if step.status != "awaiting_approval":
                 return True  # decided meanwhile
             now = self.clock()
@@ -521,7 +520,9 @@ class Executor:
         return CallMaker(settings=self.settings, clients=self.clients, clock=self.clock, sleep=self.sleep)
 
     def _load(self, session: Session, run_id: int, step_id: int) -> tuple[Run, RunStep, Incident, Service]:
-        run = session.get(Run, run_id)
+        # The run row first, locked, in every transaction that may change the run (decisions lock it first
+        # too): one order of locks, so a decision and the executor never deadlock, and each sees the other.
+        run = session.get(Run, run_id, with_for_update=True)
         step = session.get(RunStep, step_id)
         assert run is not None and step is not None
         incident = session.get(Incident, run.incident_id)

@@ -120,7 +120,7 @@ def decide(token: str) -> Response:
         return _refused(400, "Tick the confirmation box to approve.")
     with runtime.sessions.begin() as session:
         try:
-            view = approvals.lookup(session, token=token, now=runtime.clock())
+            view = approvals.lookup(session, token=token, now=runtime.clock(), for_decision=True)
             if request.form.get("plan_hash") != view.request.plan_hash:
                 raise approvals.DecisionRefused(410, "The plan changed since the page was opened; open the link again.")
             identity = _identity(runtime, view)
