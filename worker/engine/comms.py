@@ -130,6 +130,7 @@ class Communications:
         except TemplateProblem as exc:
             body, name = f"We are working on an issue with {context['service_name']}.", incident.service
             log.warning("status page template failed: %s", exc.message)
+        incident_store.lock_row(session, incident_id=incident.id)  # queued by intake and executor at once
         seq = (
             session.execute(
                 select(func.max(StatusUpdate.seq)).where(StatusUpdate.incident_id == incident.id)
@@ -329,17 +330,20 @@ class Cadence:
 
     def run_once(self) -> None:
         now = self.clock()
-        escalations: list[tuple[int, str, int]] = []
-        with self.sessions.begin() as session:
-            for incident in incident_store.open_incidents(session):
-                if not incident.declared:
+        with self.sessions() as session:
+            declared = [i.id for i in incident_store.open_incidents(session) if i.declared]
+        for incident_id in declared:
+            # Every replica runs this loop: each decides on the incident's locked, current row, so a reminder
+            # or an escalation another replica just recorded is seen, not repeated (see incidents.lock).
+            with self.sessions.begin() as session:
+                incident = session.get(Incident, incident_id)
+                if incident is None or incident_store.lock(session, incident).status not in incident_store.OPEN:
                     continue
                 self._remind(session, incident, now)
-                if (escalation := self._escalate(session, incident, now)) is not None:
-                    escalations.append(escalation)
-        # Paging APIs are called after the commit: a database transaction never waits on the network.
-        for incident_id, pd_id, level in escalations:
-            self._escalate_in_pagerduty(incident_id, pd_id, level)
+                escalation = self._escalate(session, incident, now)
+            # Paging APIs are called after the commit: a database transaction never waits on the network.
+            if escalation is not None:
+                self._escalate_in_pagerduty(*escalation)
 
     def _remind(self, session: Session, incident: Incident, now: datetime) -> None:
         cadence = self.catalog.communications.cadence.get(Severity(incident.severity))

@@ -32,6 +32,7 @@ from worker.engine.snapshot import incident_snapshot
 from worker.errors import ActionError, PermanentError, TransientError
 from worker.playbooks.model import Check, Step
 from worker.settings import Settings
+from worker.store import incidents as incident_store
 from worker.store import leases, run_claims, timeline
 from worker.store.tables import Incident, Pause, Run, RunStep
 
@@ -527,6 +528,7 @@ class Executor:
         assert run is not None and step is not None
         incident = session.get(Incident, run.incident_id)
         assert incident is not None
+        incident_store.lock(session, incident)  # then the incident, current: a resolve just committed is seen
         service = self.catalog.services.get(run.service)
         if service is None:
             raise PermanentError(f"service {run.service!r} is no longer in the catalog")

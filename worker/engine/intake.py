@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -40,6 +40,11 @@ class Outcome:
     severity_changed: set[int] = field(default_factory=set)
     provider_resolved: set[int] = field(default_factory=set)
 
+    def update(self, other: Outcome) -> None:
+        """Add what `other` changed."""
+        for name in (f.name for f in fields(self)):
+            getattr(self, name).update(getattr(other, name))
+
 
 @dataclass
 class Intake:
@@ -62,6 +67,8 @@ class Intake:
         event = _fitted(event)
         assert event.external_id is not None
         alert = incident_store.find_alert(session, source=event.source, external_id=event.external_id)
+        if alert is not None:
+            incident_store.lock(session, alert.incident)  # decide on its current state (see incidents.lock)
         refire = (
             alert is not None and alert.status == "resolved" and event.kind in {EventKind.TRIGGERED, EventKind.REOPENED}
         )
@@ -146,10 +153,16 @@ class Intake:
     def _group(self, session: Session, *, event: AlertEvent, routed: Routed, now: datetime) -> Incident | None:
         if event.group_key:
             found = incident_store.open_incident_for_group(session, source=event.source, group_key=event.group_key)
-            if found is not None:
+            if found is not None and self._still_open(session, found) is not None:
                 return found
         since = now - self.catalog.severity.grouping_window
-        return incident_store.open_incident_for_service(session, service=routed.service, since=since)
+        found = incident_store.open_incident_for_service(session, service=routed.service, since=since)
+        return None if found is None else self._still_open(session, found)
+
+    @staticmethod
+    def _still_open(session: Session, incident: Incident) -> Incident | None:
+        """`incident`, locked and current, if nothing resolved it since it was found (see incidents.lock)."""
+        return incident if incident_store.lock(session, incident).status in incident_store.OPEN else None
 
     def _create(
         self,

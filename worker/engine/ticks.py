@@ -30,38 +30,66 @@ class Ticks:
     def run_once(self) -> Outcome:
         now = self.clock()
         outcome = Outcome()
+        with self.sessions() as session:
+            candidates = [(i.id, i.status) for i in incident_store.open_incidents(session)]
+        for incident_id, status in candidates:
+            # One short transaction per incident, deciding on its locked, current row (see incidents.lock).
+            if status == "triggered":
+                self._declare_if_stale(incident_id, now, outcome)
+            elif status == "mitigated":
+                self._finish_hold(incident_id, now, outcome)
         with self.sessions.begin() as session:
-            for incident in incident_store.open_incidents(session):
-                self._declare_if_stale(session, incident, now, outcome)
-                self._finish_hold(session, incident, now, outcome)
-            self.within(session, outcome, now)
             inbox.prune(session, before=now - inbox.RETENTION)
         return outcome
 
-    def _declare_if_stale(self, session: Session, incident: Incident, now: datetime, outcome: Outcome) -> None:
+    def _declare_if_stale(self, incident_id: int, now: datetime, outcome: Outcome) -> None:
         after = self.catalog.severity.declare.unresolved_after
-        if incident.declared or after is None or incident.status != "triggered":
+        if after is None:
             return
-        if now - as_utc(incident.detected_at) >= after:
-            self.intake._declare(
-                session, incident=incident, now=now, outcome=outcome, reason=f"unacknowledged for more than {after}"
-            )
+        with self.sessions.begin() as session:
+            incident = self._locked(session, incident_id)
+            if incident is None or incident.declared or incident.status != "triggered":
+                return
+            if now - as_utc(incident.detected_at) >= after:
+                changed = Outcome()
+                self.intake._declare(
+                    session, incident=incident, now=now, outcome=changed, reason=f"unacknowledged for more than {after}"
+                )
+                self.within(session, changed, now)  # planned in the transaction that declared it
+                outcome.update(changed)
 
-    def _finish_hold(self, session: Session, incident: Incident, now: datetime, outcome: Outcome) -> None:
-        if incident.status != "mitigated" or incident.provider_resolved_at is None:
-            return
-        if now - as_utc(incident.provider_resolved_at) < self.intake.resolution_hold:
-            return
+    def _finish_hold(self, incident_id: int, now: datetime, outcome: Outcome) -> None:
+        with self.sessions() as session:
+            incident = session.get(Incident, incident_id)
+            if incident is None or not self._hold_over(incident, now):
+                return
+            seen = incident.provider_resolved_at
+        # The health checks call out (seconds, at worst): never inside a transaction, which would hold
+        # SQLite's one write lock, or decide on PostgreSQL on what an alert firing meanwhile has changed.
         healthy, why = self.health(incident)
-        if healthy:
-            self.intake.resolve(
-                session,
-                incident=incident,
-                now=now,
-                reason=f"recovery held for {self.intake.resolution_hold} ({why})",
-                outcome=outcome,
-            )
-        else:
-            # Start the hold again: resolution needs the checks to pass for the whole period.
-            incident.provider_resolved_at = now
-            self.intake._status(session, incident, now, f"health check failing ({why}); hold restarted")
+        with self.sessions.begin() as session:
+            current = self._locked(session, incident_id)
+            if current is None or not self._hold_over(current, now) or current.provider_resolved_at != seen:
+                return  # it fired again, was resolved or its hold restarted while the checks ran
+            changed = Outcome()
+            if healthy:
+                reason = f"recovery held for {self.intake.resolution_hold} ({why})"
+                self.intake.resolve(session, incident=current, now=now, reason=reason, outcome=changed)
+                self.within(session, changed, now)
+                outcome.update(changed)
+            else:
+                # Start the hold again: resolution needs the checks to pass for the whole period.
+                current.provider_resolved_at = now
+                self.intake._status(session, current, now, f"health check failing ({why}); hold restarted")
+
+    def _hold_over(self, incident: Incident, now: datetime) -> bool:
+        return (
+            incident.status == "mitigated"
+            and incident.provider_resolved_at is not None
+            and now - as_utc(incident.provider_resolved_at) >= self.intake.resolution_hold
+        )
+
+    @staticmethod
+    def _locked(session: Session, incident_id: int) -> Incident | None:
+        incident = session.get(Incident, incident_id)
+        return None if incident is None else incident_store.lock(session, incident)

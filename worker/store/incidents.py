@@ -12,6 +12,30 @@ from worker.store.tables import Alert, Incident, Run, RunStep, StatusUpdate, Tim
 OPEN = ("triggered", "acknowledged", "mitigated")
 
 
+# On PostgreSQL transactions run at once: intake, the executor, decisions, ticks and every replica's
+# cadence all change incidents. Whoever decides on an incident's state locks its row first and reads it
+# again, so it never writes over a change it did not see. SQLite's write transactions (BEGIN IMMEDIATE)
+# already run one at a time, so there both are no-ops.
+
+
+def lock(session: Session, incident: Incident) -> Incident:
+    """Lock `incident` for this transaction and read it again. Call it right after loading the incident,
+    before changing it: pending changes to it would be read over."""
+    if _concurrent(session):
+        session.refresh(incident, with_for_update=True)
+    return incident
+
+
+def lock_row(session: Session, *, incident_id: int) -> None:
+    """Lock the incident's row without reading it again (keeps pending changes): to number its children."""
+    if _concurrent(session):
+        session.execute(select(Incident.id).where(Incident.id == incident_id).with_for_update())
+
+
+def _concurrent(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def find_alert(session: Session, *, source: str, external_id: str) -> Alert | None:
     """The newest alert row for this provider id (older ones belong to resolved incidents)."""
     return session.execute(

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.domain.clock import as_utc
-from worker.store.tables import Incident, TimelineEntry
+from worker.store import incidents
+from worker.store.tables import TimelineEntry
 
 GENESIS = "0" * 64
 
@@ -31,8 +32,7 @@ def append(
     session: Session, *, incident_id: int, at: datetime, kind: str, message: str, data: dict[str, Any] | None = None
 ) -> TimelineEntry:
     """Append an entry chained to the incident's last one (the incident row is locked on PostgreSQL)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(Incident.id).where(Incident.id == incident_id).with_for_update())
+    incidents.lock_row(session, incident_id=incident_id)
     session.flush()
     last = session.execute(
         select(TimelineEntry.hash)
