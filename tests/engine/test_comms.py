@@ -8,6 +8,9 @@ from types import SimpleNamespace
 
 from harness import ROLLBACK, Harness, pd_event
 
+from worker.engine.comms import LEASE, LEASE_TTL
+from worker.store import leases
+
 ROLLBACK_VERIFIED = (
     ROLLBACK
     + """    verify:
@@ -192,5 +195,27 @@ steps:
         assert h.steps() == {"public": "succeeded"}
         (page,) = h.statuspage.incidents.values()
         assert page["status"] == "identified"
+    finally:
+        h.close()
+
+
+def test_a_status_deliverer_whose_lease_another_replica_took_sends_nothing_more(
+    database_url: str, tmp_path: Path
+) -> None:
+    h = make(database_url, tmp_path)
+    try:
+        h.statuspage.down = True
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        (update,) = h.http.get("/api/incidents/1/status-updates").get_json()["updates"]
+        assert update["state"] == "pending"
+        h.statuspage.down = False
+        h.clock.advance(minutes=5)  # due again, and this pass's lease has run out; another replica takes it
+        with h.runtime.sessions.begin() as session:
+            assert leases.acquire(session, name=LEASE, holder="other-replica", now=h.clock(), ttl=LEASE_TTL)
+        calls = len(h.statuspage.calls)
+        assert h.runtime.deliverer._send(1, 1) is False  # noqa: SLF001 - the next update of the stale pass
+        assert len(h.statuspage.calls) == calls and h.statuspage.incidents == {}
+        assert h.http.get("/api/incidents/1/status-updates").get_json()["updates"][0]["state"] == "pending"
     finally:
         h.close()

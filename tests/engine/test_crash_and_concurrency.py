@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 from harness import ROLLBACK, Harness, pd_event
+from sqlalchemy import update
 
+from worker.engine import executor as executor_module
 from worker.engine.executor import Executor
+from worker.store.tables import Run
 
 SCALE = """
 name: scale-up
@@ -174,3 +177,27 @@ def _all_tokens(h: Harness) -> list[str]:
         found = re.findall(r"- Dana Okafor \(.+?\): \S+/approvals/(\S+)", text)
         tokens += found
     return tokens
+
+
+def test_an_executor_whose_claim_was_taken_while_it_looked_leaves_the_run_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"rollback": ROLLBACK})
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        h.decide(h.links()["Dana Okafor"])
+        looked = executor_module.read_preview
+
+        def slow_look(call):  # type: ignore[no-untyped-def]
+            # The re-check before the change outlasts the claim; another executor takes the run over.
+            with h.runtime.sessions.begin() as session:
+                session.execute(update(Run).values(claimed_by="other-executor"))
+            return looked(call)
+
+        monkeypatch.setattr(executor_module, "read_preview", slow_look)
+        h.runtime.executor.run_once()
+        assert h.cluster.mutations == []  # the run is the other executor's now
+        assert h.steps() == {"rollback": "approved"}
+    finally:
+        h.close()

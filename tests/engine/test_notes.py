@@ -9,8 +9,9 @@ import pytest
 from harness import ROLLBACK, Harness, pd_event
 from sqlalchemy import select, update
 
-from worker.engine.notify import queue_note
+from worker.engine.notify import LEASE, queue_note
 from worker.errors import PermanentError, TransientError
+from worker.store import leases
 from worker.store.tables import Incident, Lease, OutboundNote, Run, RunStep, TimelineEntry
 
 
@@ -252,3 +253,16 @@ def test_a_provider_that_applies_notes_later_is_given_time_to_list_one_before_th
     (note,) = notes(h)
     assert (note.state, h.pagerduty.looked) == ("sent", 1)
     assert len(h.pagerduty.notes) == 1 and h.pagerduty.applying == []
+
+
+def test_a_deliverer_whose_lease_another_replica_took_posts_nothing_more(h: Harness) -> None:
+    h.pagerduty.failures = [TransientError("503")]
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    (note,) = notes(h)
+    assert note.state == "pending"
+    h.clock.advance(seconds=31)  # this pass's lease has run out (a slow provider); another replica takes it
+    with h.runtime.sessions.begin() as session:
+        assert leases.acquire(session, name=LEASE, holder="other-replica", now=h.clock(), ttl=timedelta(seconds=30))
+    assert h.runtime.notes._post(note.id) is False  # noqa: SLF001 - the next note of the stale pass
+    assert h.pagerduty.notes == [] and notes(h)[0].state == "pending"  # left to the lease's holder

@@ -39,6 +39,7 @@ DEFAULT_TEMPLATES = {
     "downgraded": "The impact on {{ service_name }} has been reduced. We continue to work on it.",
 }
 LEASE = "statuspage"
+LEASE_TTL = timedelta(seconds=15)  # renewed before each update is sent: longer than any one API call
 ORDER = {"investigating": 0, "identified": 1, "monitoring": 2, "resolved": 3}
 
 
@@ -201,7 +202,7 @@ class StatusDeliverer:
             return 0
         now = self.clock()
         with self.sessions.begin() as session:
-            if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=timedelta(seconds=15)):
+            if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=LEASE_TTL):
                 return 0
             heads = session.execute(
                 select(StatusUpdate.incident_id, func.min(StatusUpdate.seq))
@@ -226,7 +227,11 @@ class StatusDeliverer:
 
     def _send(self, incident_id: int, seq: int) -> bool:
         now = self.clock()
-        with self.sessions() as session:
+        with self.sessions.begin() as session:
+            # Fencing: a slow provider may have outlasted the lease taken for this pass, and another
+            # replica may now be sending; then this one stops instead of sending the same update twice.
+            if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=LEASE_TTL):
+                return False
             update = session.execute(
                 select(StatusUpdate).where(StatusUpdate.incident_id == incident_id, StatusUpdate.seq == seq)
             ).scalar_one()

@@ -136,6 +136,8 @@ class Executor:
         preview, error = read_preview(call)
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
+            if run.claimed_by != self.holder:
+                return False  # the look outlasted our claim and another executor took the run: it carries on
             if step.status != "planned":
                 return True  # moved on meanwhile (the run was cancelled)
             if run.mode == "shadow":
@@ -253,6 +255,8 @@ class Executor:
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
             now = self.clock()
+            if run.claimed_by != self.holder:
+                return False  # the look outlasted our claim and another executor took the run: it carries on
             if step.status != "approved":
                 self._release_lock(session, run, step)  # moved on meanwhile (the run was cancelled)
                 return True

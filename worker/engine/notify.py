@@ -34,6 +34,7 @@ from worker.store.tables import Incident, OutboundNote
 log = logging.getLogger(__name__)
 
 LEASE = "notes"
+LEASE_TTL = timedelta(seconds=30)  # renewed before each note is posted: longer than any one API call
 PROVIDERS = ("pagerduty", "opsgenie")
 
 
@@ -79,7 +80,7 @@ class NoteDeliverer:
         """Post what is due; returns notes posted."""
         now = self.clock()
         with self.sessions.begin() as session:
-            if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=timedelta(seconds=30)):
+            if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=LEASE_TTL):
                 return 0
             due = list(
                 session.execute(
@@ -100,6 +101,9 @@ class NoteDeliverer:
 
     def _post(self, note_id: int) -> bool:
         with self.sessions.begin() as session:
+            # Fencing, as for status page updates: stop if a slow API outlasted the lease of this pass.
+            if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=LEASE_TTL):
+                return False
             note = session.get(OutboundNote, note_id)
             if note is None or note.state != "pending":
                 return False
