@@ -440,3 +440,27 @@ def test_the_processor_steps_aside_for_webhooks_only_on_sqlite(
         assert all(pause > 0 for pause in pauses)
     else:
         assert pauses == [0.0, 0.0, 0.0]
+
+
+# -- text no database would take ------------------------------------------------------------------------
+
+
+def test_nul_and_lone_surrogates_in_provider_text_are_stored_not_failed(runtime: Runtime) -> None:
+    payload = json.loads(pd("incident.triggered", incident="PNUL"))
+    payload["event"]["data"]["title"] = "checkout\u0000 down \ud800 again"  # PostgreSQL refuses both
+    payload["event"]["agent"]["summary"] = "bot\udc00"
+    assert deliver(runtime, "pagerduty", json.dumps(payload).encode())
+    incident = only(runtime)
+    assert incident["alerts"] == [("pagerduty", "PNUL", "firing")]  # classified, not parked as failed
+    with runtime.readonly_sessions() as session:
+        (title,) = session.scalars(select(Alert.title))
+        assert session.scalar(select(func.count()).where(Delivery.state != "done")) == 0
+    assert title == "checkout down \ufffd again"
+
+
+@pytest.mark.parametrize("key", ["\ud800abc", "a\u0000b"])
+def test_a_dedup_key_no_database_would_take_is_stored_and_still_deduplicates(runtime: Runtime, key: str) -> None:
+    body = pd("incident.triggered", incident="PKEY")
+    assert deliver(runtime, "pagerduty", body, key=key)  # stored (was a 503: the driver refused the key)
+    assert not deliver(runtime, "pagerduty", body, key=key)  # the same key again: a duplicate
+    assert deliver(runtime, "pagerduty", body, key=key.replace("\ud800", "\ud801").replace("\u0000", "\u0001"))

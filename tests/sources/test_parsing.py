@@ -292,6 +292,11 @@ def test_alertmanager_without_fingerprint_derives_a_stable_one() -> None:
             },
             "event.data.incident",
         ),
+        (
+            "pagerduty",
+            {"event": {"id": "e", "event_type": "x", "occurred_at": "9999-12-31T23:59:59-10:00", "data": {}}},
+            "event.occurred_at",  # RFC 3339, but past the last day UTC can hold
+        ),
         ("opsgenie", {"alert": {"alertId": "a"}}, "action"),
         ("opsgenie", {"action": "Create", "alert": {}}, "alert.alertId"),
         ("opsgenie", {"action": "Create", "alert": {"alertId": "a", "tags": "x"}}, "alert.tags"),
@@ -328,6 +333,16 @@ def test_alertmanager_without_fingerprint_derives_a_stable_one() -> None:
                 "alerts": [{"status": "firing", "labels": {}, "startsAt": "2026-09-14T08:00:00"}],
             },
             "alerts.0.startsAt",
+        ),
+        (
+            "alertmanager",
+            {
+                "version": "4",
+                "groupKey": "g",
+                "status": "firing",
+                "alerts": [{"status": "firing", "labels": {}, "startsAt": "0001-01-01T00:00:00+10:00"}],
+            },
+            "alerts.0.startsAt",  # before the first day UTC can hold
         ),
     ],
 )

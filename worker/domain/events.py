@@ -6,7 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from worker.domain.text import storable
 
 SourceName = Literal["pagerduty", "opsgenie", "alertmanager"]
 SOURCES: tuple[SourceName, ...] = ("pagerduty", "opsgenie", "alertmanager")
@@ -53,3 +55,18 @@ class AlertEvent(BaseModel):
     # Alerts of the same group the sender left out of this delivery (Alertmanager's max_alerts) while the
     # group still fires: their state is unknown, so they keep an incident from resolving.
     hidden_firing: int = 0
+
+    @field_validator("title", "service_name", "service_id", "priority", "urgency", "actor", "note", "url")
+    @classmethod
+    def _storable_text(cls, value: str | None) -> str | None:
+        return None if value is None else storable(value)
+
+    @field_validator("labels")
+    @classmethod
+    def _storable_labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return {storable(k): storable(v) for k, v in value.items()}
+
+    @field_validator("assignees")
+    @classmethod
+    def _storable_assignees(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(storable(v) for v in value)

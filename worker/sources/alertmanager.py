@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from worker.domain.events import AlertEvent, EventKind
 from worker.errors import WebhookRejected
-from worker.sources.base import Delivery, Headers, Source, constant_time_equal, digest, validate_body
+from worker.sources.base import Delivery, Headers, Source, Timestamp, constant_time_equal, digest, validate_body
 
 _ZERO_TIME = "0001-01-01"  # Alertmanager's endsAt of a firing alert
 
@@ -23,8 +23,8 @@ class Alert(_Payload):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = {}
-    startsAt: AwareDatetime  # noqa: N815 - Alertmanager's field names
-    endsAt: AwareDatetime | None = None  # noqa: N815
+    startsAt: Timestamp  # noqa: N815 - Alertmanager's field names
+    endsAt: Timestamp | None = None  # noqa: N815
     generatorURL: str | None = None  # noqa: N815
     fingerprint: str | None = None
 

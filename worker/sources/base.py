@@ -9,15 +9,27 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ValidationError
 
 from worker.domain.events import AlertEvent, SourceName
 from worker.errors import WebhookRejected
 from worker.settings import Settings
 
 Headers = Mapping[str, str]  # case-insensitive mapping (werkzeug Headers) in practice
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-10:00: valid RFC 3339, but past datetime's last UTC day
+        raise ValueError("timestamp out of range") from None
+
+
+# A provider timestamp (always with an offset), in UTC: one that UTC cannot hold is a 400 at the door,
+# not a delivery that fails for ever after its 202.
+Timestamp = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 @dataclass(frozen=True)

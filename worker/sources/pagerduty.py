@@ -8,11 +8,11 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from worker.domain.events import AlertEvent, EventKind
 from worker.errors import WebhookRejected
-from worker.sources.base import Delivery, Headers, Source, validate, validate_body
+from worker.sources.base import Delivery, Headers, Source, Timestamp, validate, validate_body
 
 
 class _Payload(BaseModel):
@@ -30,7 +30,7 @@ class Event(_Payload):
     id: str
     event_type: str
     resource_type: str | None = None
-    occurred_at: AwareDatetime  # RFC 3339: always with an offset
+    occurred_at: Timestamp  # RFC 3339: always with an offset
     agent: Reference | None = None
     data: dict[str, Any]
 

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from worker.domain.text import is_storable
 from worker.store.tables import Delivery, ProcessedEvent
 
 # Headers that could carry credentials are never stored.
@@ -34,8 +35,9 @@ class Stored:
 
 
 def fit_key(key: str, limit: int) -> str:
-    """A key that fits its column: kept as is when short enough, else replaced by its SHA-256 (still unique)."""
-    if len(key) <= limit:
+    """A key that fits its column: kept as is when short enough and storable, else replaced by its SHA-256
+    (still unique, where replacing a NUL or a lone surrogate would make two keys one)."""
+    if len(key) <= limit and is_storable(key):
         return key
     return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
