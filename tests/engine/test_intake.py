@@ -282,6 +282,42 @@ def test_a_partially_resolved_alertmanager_group_does_not_resolve(runtime: Runti
     assert only(runtime)["status"] == "resolved"
 
 
+def test_a_group_listing_its_resolved_alert_before_a_new_firing_one_stays_open(runtime: Runtime) -> None:
+    deliver(runtime, "alertmanager", am(("f1", "firing")))
+    deliver(runtime, "alertmanager", am(("f1", "resolved"), ("f2", "firing")))  # one snapshot, in this order
+    incident = only(runtime)  # not resolved in between, and no second incident for the same group
+    assert incident["status"] == "triggered"
+    assert incident["alerts"] == [("alertmanager", "f1", "resolved"), ("alertmanager", "f2", "firing")]
+
+
+@pytest.fixture
+def held(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
+    """A runtime that holds resolution for 15 minutes, as the example config does."""
+    (tmp_path / "playbooks").mkdir()
+    settings = Settings.from_env({}, database_url=database_url, config_dir=CONFIG, playbooks_dir=tmp_path / "playbooks")
+    built = Runtime.build(settings, clock=ManualClock(START))
+    yield built
+    built.close()
+
+
+def test_a_new_alert_during_the_resolution_hold_reopens_the_incident(held: Runtime) -> None:
+    deliver(held, "pagerduty", pd("incident.triggered", incident="A"))
+    deliver(held, "pagerduty", pd("incident.resolved", incident="A"))
+    assert only(held)["status"] == "mitigated"  # holding before it resolves
+    clock(held).advance(minutes=2)
+    deliver(held, "pagerduty", pd("incident.triggered", incident="B"))  # same service: the same issue
+    incident = only(held)
+    assert incident["status"] == "triggered"
+    assert "triggered: new alert 'B' during the resolution hold" in messages(incident, "status")
+    clock(held).advance(minutes=20)
+    held.ticks.run_once()
+    assert only(held)["status"] == "triggered"  # B still fires: the old hold does not resolve it
+    deliver(held, "pagerduty", pd("incident.resolved", incident="B"))
+    clock(held).advance(minutes=16)
+    held.ticks.run_once()
+    assert only(held)["status"] == "resolved"
+
+
 def test_alerts_hidden_by_truncation_keep_the_incident_open(runtime: Runtime) -> None:
     body = json.loads(webhook("alertmanager", "firing-single.json"))
     body["truncatedAlerts"] = 2

@@ -55,7 +55,9 @@ class Intake:
 
     def apply(self, session: Session, *, events: tuple[AlertEvent, ...], now: datetime) -> Outcome:
         outcome = Outcome()
-        for event in events:
+        # A delivery is one snapshot (an Alertmanager group lists firing and resolved alerts in any order):
+        # its firing alerts count before its resolved ones, so an incident never resolves in between.
+        for event in sorted(events, key=lambda e: e.kind is EventKind.RESOLVED):
             if event.kind is EventKind.IGNORED or event.external_id is None:
                 continue
             if not claim_event(session, key=event.event_key, now=now):
@@ -131,6 +133,11 @@ class Intake:
             },
         )
         if not created:
+            if incident.status == IncidentStatus.MITIGATED and incident.provider_resolved_at is not None:
+                # All its alerts had cleared and the resolution hold was running: this one says it is not over.
+                incident.status = IncidentStatus.TRIGGERED.value
+                incident.provider_resolved_at = None
+                self._status(session, incident, now, f"new alert {event.external_id!r} during the resolution hold")
             distinct = len({(a.source, a.external_id) for a in incident.alerts})
             self._raise_severity(
                 session,

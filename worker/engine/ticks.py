@@ -87,6 +87,7 @@ class Ticks:
             incident.status == "mitigated"
             and incident.provider_resolved_at is not None
             and now - as_utc(incident.provider_resolved_at) >= self.intake.resolution_hold
+            and all(alert.status == "resolved" for alert in incident.alerts)  # never over a firing alert
         )
 
     @staticmethod
