@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from worker.clients.conditions import parse_condition
+from worker.domain.credentials import CREDENTIAL_HEADERS
 from worker.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ MAX_REDIRECTS = 5
 EXCERPT_CHARS = 200
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Authorization is the rule; the others carry credentials just as often.
-_SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"}
 _DELTA_SECONDS = re.compile(r"\d+(?:\.\d+)?")
 
 # Secrets of the request being sent in this thread/task, for the log filter on httpx's own logger.
@@ -272,7 +272,7 @@ def _secrets(url: str, headers: dict[str, str], given: Iterable[str]) -> tuple[s
     # A lone string would otherwise be masked character by character.
     found = [value for value in ([given] if isinstance(given, str) else given) if value]
     for name, value in headers.items():
-        if name.lower() in _SECRET_HEADERS and value:
+        if name.lower() in CREDENTIAL_HEADERS and value:
             found.append(value)
             for part in value.split()[1:]:  # 'Bearer X', 'Token token=X': X alone may be echoed back
                 found.extend(p for p in (part, part.partition("=")[2]) if p)

@@ -46,7 +46,7 @@ def receive(source_name: str) -> tuple[Response, int]:
                 source=source_name,
                 dedup_key=dedup_key,
                 headers=safe_headers(_header_items(request.environ)),
-                body=body,
+                body=source.redact(body),
                 received_at=runtime.clock(),
             )
         )

@@ -67,6 +67,10 @@ class Source(ABC):
     def parse(self, body: bytes, headers: Headers, *, received_at: datetime) -> Delivery:
         """Validate and normalise the body; WebhookRejected(400) names the offending field."""
 
+    def redact(self, body: bytes) -> bytes:
+        """The body as it is stored: a source whose sender echoes credentials in it takes them out."""
+        return body
+
     def intake(self, body: bytes, headers: Headers) -> str:
         """What the webhook needs before it answers: the body validated as `parse` would, and its dedup key.
 

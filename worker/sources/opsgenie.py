@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from worker.domain.credentials import CREDENTIAL_HEADERS
 from worker.domain.events import AlertEvent, EventKind
 from worker.errors import WebhookRejected
 from worker.sources.base import (
@@ -88,6 +90,24 @@ class Opsgenie(Source):
             )
         if not constant_time_equal(given, expected):
             raise WebhookRejected(401, "invalid token")
+
+    def redact(self, body: bytes) -> bytes:
+        # Escalate payloads repeat the integration's custom headers ("headers": {...}): the token sent as
+        # X-Worker-Token, or an Authorization header, would be stored with the delivery for days. Only
+        # then is the body written anew (the parsed JSON, those values replaced); otherwise kept as sent.
+        if b'"headers"' not in body:
+            return body
+        assert self.settings.opsgenie_webhook_token is not None
+        token = self.settings.opsgenie_webhook_token.get_secret_value()
+        payload = json.loads(body)  # intake has validated it
+        echoed = payload.get("headers") if isinstance(payload, dict) else None
+        if not isinstance(echoed, dict):
+            return body
+        secret = [name for name, value in echoed.items() if name.lower() in CREDENTIAL_HEADERS or value == token]
+        if not secret:
+            return body
+        echoed.update(dict.fromkeys(secret, "[redacted]"))
+        return json.dumps(payload).encode()  # ASCII: a lone surrogate in it stays an escape
 
     def parse(self, body: bytes, headers: Headers, *, received_at: datetime) -> Delivery:
         payload: Payload = validate_body(Payload, body)

@@ -12,11 +12,11 @@ from sqlalchemy import Engine, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from worker.domain.credentials import CREDENTIAL_HEADERS
 from worker.domain.text import is_storable
 from worker.store.tables import Delivery, ProcessedEvent
 
 # Headers that could carry credentials are never stored.
-_SECRET_HEADERS = {"authorization", "x-worker-token", "cookie", "proxy-authorization"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ EVENT_KEY_LENGTH = 768  # processed_events.key
 
 def safe_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The request headers (name, value pairs) worth keeping, minus anything that authenticates."""
-    return {k: v for k, v in headers if k.lower() not in _SECRET_HEADERS}
+    return {k: v for k, v in headers if k.lower() not in CREDENTIAL_HEADERS}
 
 
 class DeliveryInserter:
