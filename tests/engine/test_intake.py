@@ -361,6 +361,22 @@ def test_the_opsgenie_lifecycle(runtime: Runtime) -> None:
     assert messages(incident, "escalated") == ["escalated: escalated by Payments_escalation"]
 
 
+@pytest.mark.parametrize(
+    ("source", "sample", "began"),
+    [
+        ("opsgenie", "Acknowledge.json", datetime(2026, 9, 14, 8, 32, 3, 417000, tzinfo=UTC)),  # createdAt, ms
+        ("pagerduty", "incident.acknowledged.json", datetime(2026, 9, 14, 8, 12, 3, tzinfo=UTC)),  # data.created_at
+    ],
+)
+def test_an_alert_first_seen_acknowledged_was_detected_when_it_began(
+    runtime: Runtime, source: str, sample: str, began: datetime
+) -> None:
+    deliver(runtime, source, webhook(source, sample))
+    incident = only(runtime)
+    assert incident["detected_at"].replace(tzinfo=UTC) == began  # not the acknowledgement's time: MTTA is not 0
+    assert incident["acknowledged_at"].replace(tzinfo=UTC) > began
+
+
 def test_the_pagerduty_note_lands_on_the_incident_by_data_incident_id(runtime: Runtime) -> None:
     for name in ("incident.triggered.json", "incident.annotated.json"):
         deliver(runtime, "pagerduty", webhook("pagerduty", name))

@@ -48,6 +48,9 @@ class AlertEvent(BaseModel):
     priority: str | None = None  # "P1".."P5"
     urgency: str | None = None  # PagerDuty "high" | "low"
     occurred_at: datetime
+    # When the provider says the alert began (PagerDuty created_at, Opsgenie createdAt): the detection time
+    # when the first event the worker sees is a later one (an acknowledge, say), so MTTA is not zero.
+    began_at: datetime | None = None
     actor: str | None = None
     assignees: tuple[str, ...] = ()
     note: str | None = None

@@ -182,6 +182,9 @@ class Intake:
         outcome: Outcome,
     ) -> Incident:
         detected = as_utc(event.occurred_at)
+        if event.began_at is not None and event.kind is not EventKind.TRIGGERED:
+            # The first event seen is a later one (an acknowledge, say): the alert began before it.
+            detected = min(detected, as_utc(event.began_at))
         title = event.title or f"{routed.service} alert"
         incident = Incident(
             title=title[:512],

@@ -141,6 +141,7 @@ class Opsgenie(Source):
             labels=labels,
             priority=priority,
             occurred_at=_timestamp(alert, received_at),
+            began_at=_epoch(alert.createdAt, 10**3, "createdAt") if alert.createdAt else None,
             actor=alert.username,
             assignees=(alert.owner,) if alert.owner else (),
             note=note,
@@ -149,17 +150,22 @@ class Opsgenie(Source):
 
 
 def _timestamp(alert: Alert, received_at: datetime) -> datetime:
-    # Integer arithmetic: a float of epoch nanoseconds cannot hold microsecond precision.
-    for field, value, per_second in (("updatedAt", alert.updatedAt, 10**9), ("createdAt", alert.createdAt, 10**3)):
-        if value:
-            seconds, rest = divmod(value, per_second)
-            try:
-                return _EPOCH + timedelta(seconds=seconds, microseconds=rest * 10**6 // per_second)
-            except OverflowError:
-                raise WebhookRejected(
-                    400, f"schema violation at alert.{field}: timestamp out of range", field=f"alert.{field}"
-                ) from None
+    if alert.updatedAt:
+        return _epoch(alert.updatedAt, 10**9, "updatedAt")
+    if alert.createdAt:
+        return _epoch(alert.createdAt, 10**3, "createdAt")
     return received_at
+
+
+def _epoch(value: int, per_second: int, field: str) -> datetime:
+    # Integer arithmetic: a float of epoch nanoseconds cannot hold microsecond precision.
+    seconds, rest = divmod(value, per_second)
+    try:
+        return _EPOCH + timedelta(seconds=seconds, microseconds=rest * 10**6 // per_second)
+    except OverflowError:
+        raise WebhookRejected(
+            400, f"schema violation at alert.{field}: timestamp out of range", field=f"alert.{field}"
+        ) from None
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

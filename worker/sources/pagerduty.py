@@ -51,6 +51,7 @@ class IncidentData(_Payload):
     service: Reference | None = None
     assignees: list[Reference] = []
     custom_details: dict[str, Any] | None = None
+    created_at: Timestamp | None = None
 
 
 class NoteData(_Payload):
@@ -147,6 +148,7 @@ class PagerDuty(Source):
             urgency=data.urgency,
             assignees=tuple(a.summary or a.id for a in data.assignees),
             url=data.html_url,
+            began_at=data.created_at,
             **common,
         )
 
