@@ -294,6 +294,18 @@ def test_alertmanager_without_fingerprint_derives_a_stable_one() -> None:
         ),
         (
             "pagerduty",
+            {
+                "event": {
+                    "id": "e",
+                    "event_type": "incident.triggered",
+                    "occurred_at": "2026-09-14T08:12:03Z",
+                    "data": {"id": "PX", "title": "x"},
+                }
+            },
+            "event.data.type",  # required: without it the incident would be silently ignored
+        ),
+        (
+            "pagerduty",
             {"event": {"id": "e", "event_type": "x", "occurred_at": "9999-12-31T23:59:59-10:00", "data": {}}},
             "event.occurred_at",  # RFC 3339, but past the last day UTC can hold
         ),

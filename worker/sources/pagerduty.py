@@ -39,6 +39,10 @@ class Envelope(_Payload):
     event: Event
 
 
+class _Resource(_Payload):
+    type: str  # required by the V3 schema: without it an incident event would be silently ignored
+
+
 class IncidentData(_Payload):
     id: str
     type: str = "incident"
@@ -112,7 +116,7 @@ class PagerDuty(Source):
         data: IncidentData | NoteData | None = None
         if kind is EventKind.ANNOTATED:
             data = validate(NoteData, event.data, at="event.data")
-        elif kind is not None and event.data.get("type") == "incident":
+        elif kind is not None and validate(_Resource, event.data, at="event.data").type == "incident":
             data = validate(IncidentData, event.data, at="event.data")
         return _Checked(headers.get("X-Webhook-Id") or event.id, event, kind, data)
 
