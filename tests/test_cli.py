@@ -58,24 +58,24 @@ def test_simulate_prints_classification_and_plan_without_side_effects(tmp_path: 
     assert list(tmp_path.iterdir()) == []  # no database, nothing written
 
 
-SIMULATED = {  # sample -> [(kind, service, severity, declared)] with the example config
-    "pagerduty/incident.triggered.json": [("triggered", "checkout", "SEV2", True)],
-    "pagerduty/incident.acknowledged.json": [("acknowledged", "checkout", "SEV2", True)],
-    "pagerduty/incident.priority_updated.json": [("priority_changed", "checkout", "SEV1", True)],
-    "pagerduty/incident.resolved.json": [("resolved", "checkout", "SEV1", True)],
-    "pagerduty/incident.annotated.json": [("annotated", "unknown", "SEV3", False)],  # a note names no service
-    "opsgenie/Create.json": [("triggered", "checkout", "SEV1", True)],
-    "opsgenie/Acknowledge.json": [("acknowledged", "checkout", "SEV1", True)],
-    "opsgenie/AddNote.json": [("annotated", "checkout", "SEV1", True)],
-    "opsgenie/Close.json": [("resolved", "checkout", "SEV1", True)],
-    "opsgenie/Escalate.json": [("escalated", "unknown", "SEV3", False)],  # the Escalate shape carries no alert
-    "alertmanager/firing-single.json": [("triggered", "checkout", "SEV2", True)],
-    "alertmanager/resolved-legacy-v0.28.json": [("resolved", "checkout", "SEV2", True)],
+SIMULATED = {  # sample -> [(kind, service, severity, declared, opens an incident)] with the example config
+    "pagerduty/incident.triggered.json": [("triggered", "checkout", "SEV2", True, True)],
+    "pagerduty/incident.acknowledged.json": [("acknowledged", "checkout", "SEV2", True, True)],
+    "pagerduty/incident.priority_updated.json": [("priority_changed", "checkout", "SEV1", True, True)],
+    "pagerduty/incident.resolved.json": [("resolved", "checkout", "SEV1", True, False)],
+    "pagerduty/incident.annotated.json": [("annotated", "unknown", "SEV3", False, False)],  # a note names no service
+    "opsgenie/Create.json": [("triggered", "checkout", "SEV1", True, True)],
+    "opsgenie/Acknowledge.json": [("acknowledged", "checkout", "SEV1", True, True)],
+    "opsgenie/AddNote.json": [("annotated", "checkout", "SEV1", True, False)],
+    "opsgenie/Close.json": [("resolved", "checkout", "SEV1", True, False)],
+    "opsgenie/Escalate.json": [("escalated", "unknown", "SEV3", False, False)],  # the Escalate shape carries no alert
+    "alertmanager/firing-single.json": [("triggered", "checkout", "SEV2", True, True)],
+    "alertmanager/resolved-legacy-v0.28.json": [("resolved", "checkout", "SEV2", True, False)],
     "alertmanager/partially-resolved.json": [
-        ("resolved", "checkout", "SEV2", True),
-        ("triggered", "checkout", "SEV2", True),
+        ("resolved", "checkout", "SEV2", True, False),
+        ("triggered", "checkout", "SEV2", True, True),
     ],
-    "alertmanager/firing-grouped-truncated.json": [("triggered", "kubepodcrashlooping", "SEV3", False)] * 2,
+    "alertmanager/firing-grouped-truncated.json": [("triggered", "kubepodcrashlooping", "SEV3", False, True)] * 2,
 }
 
 
@@ -93,7 +93,10 @@ def test_simulate_prints_the_classification_of_every_sample_and_writes_nothing(
         result = json.loads(capsys.readouterr().out)
         name = f"{sample.parent.name}/{sample.name}"
         assert result["source"] == sample.parent.name and result["dedup_key"]
-        got = [(e["kind"], e["service"], e["classification"]["severity"], e["declared"]) for e in result["events"]]
+        got = [
+            (e["kind"], e["service"], e["classification"]["severity"], e["declared"], e["opens_incident"])
+            for e in result["events"]
+        ]
         assert got == SIMULATED[name], name
         for event in result["events"]:
             assert set(event["classification"]) == {"impact", "scope", "severity", "reasons"}

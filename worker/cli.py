@@ -18,6 +18,7 @@ from worker.classify.severity import classify
 from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import utcnow
 from worker.domain.events import SOURCES
+from worker.engine.intake import can_open
 from worker.engine.postmortem import postmortem_markdown
 from worker.engine.runtime import Runtime
 from worker.engine.simulation import simulate_plans
@@ -204,6 +205,8 @@ def _simulate(args: argparse.Namespace) -> int:
                 "routing": routed.reason,
                 "classification": verdict.as_dict(),
                 "declared": verdict.severity in catalog.severity.declare.severities,
+                # False: an event that only changes an incident already open for this alert (a note, an escalation)
+                "opens_incident": can_open(event),
                 "labels": event.labels,
             }
         )

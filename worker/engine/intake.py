@@ -75,10 +75,8 @@ class Intake:
             alert is not None and alert.status == "resolved" and event.kind in {EventKind.TRIGGERED, EventKind.REOPENED}
         )
         if alert is None or (refire and alert.incident.status == IncidentStatus.RESOLVED):
-            if event.kind not in _CAN_CREATE:
-                return  # e.g. a resolve or a note for an alert we never saw: nothing to change
-            if not (event.title or event.service_name or event.service_id):
-                return  # e.g. Opsgenie's Escalate carries only the alert id: nothing to open an incident with
+            if not can_open(event):
+                return
             alert = self._new_alert(session, event=event, now=now, outcome=outcome)
             if event.kind is EventKind.TRIGGERED:
                 return
@@ -483,6 +481,14 @@ class Intake:
             message=f"{incident.status}: {message}",
             data={"status": incident.status},
         )
+
+
+def can_open(event: AlertEvent) -> bool:
+    """Whether `event`, for an alert never seen (or seen in a resolved incident), opens an incident."""
+    if event.kind not in _CAN_CREATE:
+        return False  # e.g. a resolve or a note for an alert we never saw: nothing to change
+    # Opsgenie's Escalate, say, carries only the alert id: nothing to open an incident with.
+    return bool(event.title or event.service_name or event.service_id)
 
 
 def _fitted(event: AlertEvent) -> AlertEvent:
