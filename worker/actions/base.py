@@ -53,6 +53,12 @@ class Preview(BaseModel):
     resolved_params: dict[str, Any] = {}  # params fixed at plan time (e.g. to_revision) so a re-run repeats
     noop: bool = False
 
+    def keeping(self, planned: Preview, names: tuple[str, ...]) -> Preview:
+        """This (fresh) preview with `planned`'s values of the resolved params `names`: values an action
+        chooses when it plans (a restart's timestamp), which a later look must not change."""
+        kept = {n: planned.resolved_params[n] for n in names if n in planned.resolved_params}
+        return self.model_copy(update={"resolved_params": {**self.resolved_params, **kept}}) if kept else self
+
 
 @dataclass
 class ActionContext:
@@ -80,6 +86,9 @@ class Action(Generic[P]):
     params: ClassVar[type[ActionParams]]
     mutating: ClassVar[bool] = False  # changes production: behind the approval gate unless auto_run allows it
     check: ClassVar[bool] = False  # a read-only verification usable under `verify:`
+    # Resolved params the action chooses when it plans rather than reads from the target (a restart's
+    # timestamp): kept from the approved preview when the target is read again before the call.
+    chosen_when_planned: ClassVar[tuple[str, ...]] = ()
     EXAMPLE: ClassVar[str] = ""
     registry: ClassVar[dict[str, type[Action[Any]]]] = {}
 

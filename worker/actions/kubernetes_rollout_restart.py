@@ -9,6 +9,7 @@ from pydantic import Field
 from worker.actions import scoping
 from worker.actions.base import Action, ActionContext, ActionParams, Preview, StepResult
 from worker.domain.catalog import Service
+from worker.errors import PermanentError
 
 
 class RolloutRestartParams(ActionParams):
@@ -20,6 +21,7 @@ class RolloutRestart(Action[RolloutRestartParams], name="kubernetes.rollout_rest
     """Restart a Deployment's pods by stamping kubectl.kubernetes.io/restartedAt on its pod template."""
 
     mutating = True
+    chosen_when_planned = ("restarted_at",)
     EXAMPLE = "- id: restart\n  action: kubernetes.rollout_restart\n  with: {namespace: shop, deployment: checkout}"
 
     def scope_problems(self, params: RolloutRestartParams, service: Service) -> list[tuple[str, str]]:
@@ -44,6 +46,8 @@ class RolloutRestart(Action[RolloutRestartParams], name="kubernetes.rollout_rest
         )
 
     def run(self, params: RolloutRestartParams, ctx: ActionContext, preview: Preview) -> StepResult:
+        if "restarted_at" not in preview.resolved_params:  # a step recorded before restarts were previewed
+            raise PermanentError("the restart has no planned timestamp; plan it again")
         at = datetime.fromisoformat(preview.resolved_params["restarted_at"])
         ctx.require_clients().kubernetes.rollout_restart(
             namespace=params.namespace, deployment=params.deployment, at=at

@@ -18,6 +18,7 @@ from worker.domain.catalog import Service
 from worker.engine.planner import PlanError, render_step, template_context
 from worker.errors import ActionError, PermanentError
 from worker.playbooks.model import Check, Step
+from worker.playbooks.templating import mask
 from worker.settings import Settings
 from worker.store.tables import Incident, RunStep
 
@@ -34,15 +35,29 @@ class Call:
         """The preview the step was approved with, or a plain description when it has none."""
         if step.preview:
             return Preview(**step.preview)
-        return Preview(description=self.action.describe(self.params), target=step.action)
+        return self.masked(Preview(description=self.action.describe(self.params), target=step.action))
+
+    def masked(self, preview: Preview) -> Preview:
+        """What is stored, hashed and shown to approvers: the secret values rendered into the step's
+        parameters (e.g. a token in a URL) replaced by ***. `resolved_params` stay: the call needs them."""
+        if not self.ctx.secret_values:
+            return preview
+        hidden = {str(n): value for n, value in enumerate(self.ctx.secret_values)}
+        return preview.model_copy(
+            update={
+                "description": mask(preview.description, hidden),
+                "target": mask(preview.target, hidden),
+                "details": mask(preview.details, hidden),
+            }
+        )
 
 
 def read_preview(call: Call | ActionError | PlanError) -> tuple[Preview | None, Exception | None]:
-    """The target's current state as the action previews it (or why not); network I/O."""
+    """The target's current state as the action previews it, secrets masked (or why not); network I/O."""
     if isinstance(call, ActionError | PlanError):
         return None, call
     try:
-        return call.action.preview(call.params, call.ctx), None
+        return call.masked(call.action.preview(call.params, call.ctx)), None
     except (ActionError, PlanError) as exc:
         return None, exc
 

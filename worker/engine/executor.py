@@ -249,9 +249,11 @@ class Executor:
                 self._fail(session, run, step, f"refused at run time: {call}")
                 return True
             preview = call.described(step)
-            recheck = step.needs_approval
-        # Approve what you see: read the target again, outside any transaction, before changing it.
-        fresh, error = read_preview(call) if recheck else (preview, None)
+            # Approve what you see: read the target again before changing it. A change that needs no
+            # approval is read here for the first time: its preview, recorded with the intent, fixes what
+            # a re-run after a crash repeats (the revision a rollback returns to, a restart's timestamp).
+            recheck = step.needs_approval or (step.mutating and not step.preview)
+        fresh, error = read_preview(call) if recheck else (preview, None)  # outside any transaction
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
             now = self.clock()
@@ -267,7 +269,11 @@ class Executor:
             if fresh is None:
                 self._fail(session, run, step, f"could not re-check the target: {error}")
                 return True
-            if recheck:
+            if recheck and not step.needs_approval:
+                step.preview = fresh.model_dump(mode="json")
+                preview = fresh
+            elif recheck:
+                fresh = fresh.keeping(preview, call.action.chosen_when_planned)
                 fresh_json = fresh.model_dump(mode="json")
                 plan = approvals.plan_hash(incident_id=incident.id, run_id=run.id, step=step, preview=fresh_json)
                 if plan != step.plan_hash:

@@ -1,0 +1,169 @@
+"""What a change does is fixed by its preview, for approved changes and for those that need no approval:
+a crash never makes a rollback go one revision further, a restart's approval survives the re-check, and
+secrets rendered into a step never reach the preview (note, page, API, database).
+
+Against the fake Kubernetes API through the real client (the stub cluster has no revisions to lose)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CONFIG
+from harness import Harness, pd_event
+from pydantic import SecretStr
+
+from worker.clients.kubernetes import KubernetesClient
+from worker.engine.executor import Executor
+from worker.testing.fake_kubernetes import FakeKubernetes
+
+SERVICES = (CONFIG / "services.yaml").read_text()
+
+
+def template(image: str) -> dict[str, Any]:
+    return {"metadata": {"labels": {"app": "checkout"}}, "spec": {"containers": [{"name": "checkout", "image": image}]}}
+
+
+def image(cluster: FakeKubernetes) -> str:
+    return str(cluster.deployment("shop", "checkout")["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubernetes]:
+    with FakeKubernetes() as fake:
+        for n in (1, 2, 3):
+            fake.deploy_template("shop", "checkout", template(f"reg/checkout:{n}"), change_cause=f"deploy {n}")
+        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig_path(tmp_path)))
+        yield fake
+
+
+def on_cluster(database_url: str, tmp_path: Path, book: str, *, auto_run: str | None = None) -> Harness:
+    services = SERVICES
+    if auto_run:
+        assert "auto_run: [pagerduty.note" in services
+        services = services.replace("auto_run: [pagerduty.note", f"auto_run: [{auto_run}, pagerduty.note", 1)
+    h = Harness(
+        database_url=database_url,
+        tmp_path=tmp_path,
+        playbooks={"book": book},
+        config_patch={"services.yaml": services},
+    )
+    h.runtime.clients._injected["kubernetes"] = KubernetesClient.load()  # noqa: SLF001
+    return h
+
+
+def step(action: str, *, approval: str = "") -> str:
+    return f"""
+name: book
+match: {{service: checkout}}
+steps:
+  - id: change
+    action: {action}{approval}
+    with: {{namespace: shop, deployment: checkout}}
+"""
+
+
+class Died(BaseException):
+    """Stands for kill -9 right after the call reached the cluster."""
+
+
+def test_a_rollback_without_approval_is_not_repeated_one_revision_further_after_a_crash(
+    database_url: str, tmp_path: Path, cluster: FakeKubernetes
+) -> None:
+    book = step("kubernetes.rollout_undo", approval="\n    approval: none")
+    h = on_cluster(database_url, tmp_path, book, auto_run="kubernetes.rollout_undo")
+    try:
+        real = h.runtime.clients._injected["kubernetes"]  # noqa: SLF001
+
+        class DiesAfterTheUndo:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def rollout_undo(self, **kwargs: Any) -> Any:
+                real.rollout_undo(**kwargs)
+                raise Died
+
+        h.runtime.clients._injected["kubernetes"] = DiesAfterTheUndo()  # noqa: SLF001
+        h.deliver(pd_event("incident.triggered"))
+        with pytest.raises(Died):
+            h.run()
+        assert image(cluster) == "reg/checkout:2"
+        h.runtime.clients._injected["kubernetes"] = real  # noqa: SLF001
+        h.clock.advance(minutes=7)  # the dead executor's claim has run out
+        restarted = Executor(
+            sessions=h.runtime.sessions,
+            catalog=h.runtime.catalog,
+            settings=h.settings,
+            clients=h.runtime.clients,
+            holder="restarted",
+            clock=h.clock,
+        )
+        restarted.run_once()
+        assert image(cluster) == "reg/checkout:2"  # recovered as applied: not undone again, back to 3
+        assert h.steps() == {"change": "succeeded"}
+    finally:
+        h.close()
+
+
+def test_a_restart_without_approval_runs(database_url: str, tmp_path: Path, cluster: FakeKubernetes) -> None:
+    book = step("kubernetes.rollout_restart", approval="\n    approval: none")
+    h = on_cluster(database_url, tmp_path, book, auto_run="kubernetes.rollout_restart")
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        annotations = cluster.deployment("shop", "checkout")["spec"]["template"]["metadata"].get("annotations") or {}
+        assert "kubectl.kubernetes.io/restartedAt" in annotations
+        assert h.steps() == {"change": "succeeded"}
+    finally:
+        h.close()
+
+
+def test_an_approved_restart_runs_though_time_passed_before_the_approval(
+    database_url: str, tmp_path: Path, cluster: FakeKubernetes
+) -> None:
+    h = on_cluster(database_url, tmp_path, step("kubernetes.rollout_restart"))
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        h.clock.advance(seconds=30)  # the IC takes 30 s to approve; the timestamp chosen at planning stays
+        assert h.decide(h.links()["Dana Okafor"]).status_code == 200
+        h.run()
+        assert h.steps() == {"change": "succeeded"}  # not voided as "the target changed" for ever
+        annotations = cluster.deployment("shop", "checkout")["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["kubectl.kubernetes.io/restartedAt"].startswith("20")
+    finally:
+        h.close()
+
+
+FLAG_OFF = """
+name: flag-off
+match: {service: checkout}
+steps:
+  - id: flag
+    action: http.request
+    with:
+      method: PATCH
+      url: "http://127.0.0.1:8091/flags/new-checkout-flow?token={{ secrets.FLAG_TOKEN }}"
+      json: {enabled: false}
+"""
+
+
+def test_a_secret_rendered_into_a_step_never_reaches_its_preview(database_url: str, tmp_path: Path) -> None:
+    secret = "s3cr3t-VALUE-42"
+    h = Harness(
+        database_url=database_url,
+        tmp_path=tmp_path,
+        playbooks={"flag-off": FLAG_OFF},
+        template_secrets={"FLAG_TOKEN": SecretStr(secret)},
+    )
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        notes = "\n".join(text for _, text in h.pagerduty.notes)
+        assert "asks approval" in notes and "token=***" in notes  # the approver sees where it goes
+        page = h.open_page(h.links()["Dana Okafor"]).get_data(as_text=True)
+        assert secret not in notes and secret not in page and secret not in str(h.incident())
+    finally:
+        h.close()
