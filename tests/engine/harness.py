@@ -14,6 +14,7 @@ from typing import Any
 from conftest import CONFIG
 from sqlalchemy import text as sql
 
+from worker.engine.executor import Executor
 from worker.engine.runtime import Runtime
 from worker.http.app import create_app
 from worker.settings import Settings
@@ -117,6 +118,17 @@ class Harness:
             NewDelivery(source=source, dedup_key=uuid.uuid4().hex, headers={}, body=body, received_at=self.clock())
         )
         self.runtime.processor.run_once()
+
+    def executor(self, holder: str) -> Executor:
+        """Another process's executor on the same database and clients (a restarted or a second worker)."""
+        return Executor(
+            sessions=self.runtime.sessions,
+            catalog=self.runtime.catalog,
+            settings=self.settings,
+            clients=self.runtime.clients,
+            holder=holder,
+            clock=self.clock,
+        )
 
     def run(self, times: int = 1) -> None:
         for _ in range(times):

@@ -50,14 +50,7 @@ def test_a_crash_after_the_call_does_not_repeat_the_mutation(database_url: str, 
         # A new process (another holder) takes over once the dead one's claim expires.
         h.cluster.rollout_undo = real_undo  # type: ignore[method-assign]
         h.clock.advance(minutes=7)  # the dead process's claim covered its whole call budget
-        other = Executor(
-            sessions=h.runtime.sessions,
-            catalog=h.runtime.catalog,
-            settings=h.settings,
-            clients=h.runtime.clients,
-            holder="restarted",
-            clock=h.clock,
-        )
+        other = h.executor("restarted")
         other.run_once()
         assert h.steps() == {"rollback": "succeeded"}
         assert h.cluster.mutations == [("rollout_undo", 2)]  # applied exactly once
@@ -90,14 +83,7 @@ steps:
         with pytest.raises(Died):
             h.run()
         h.clock.advance(minutes=7)  # the dead process's claim covered its whole call budget
-        Executor(
-            sessions=h.runtime.sessions,
-            catalog=h.runtime.catalog,
-            settings=h.settings,
-            clients=h.runtime.clients,
-            holder="restarted",
-            clock=h.clock,
-        ).run_once()
+        h.executor("restarted").run_once()
         step = h.incident()["runs"][0]["steps"][0]
         assert step["status"] == "failed"
         assert "not safe to repeat" in step["error"]
@@ -132,17 +118,7 @@ def test_two_executors_never_run_two_mutations_of_one_service_at_once(database_u
         h.run()
         runs = h.incident()["runs"]
         assert len(runs) == 2
-        executors = [
-            Executor(
-                sessions=h.runtime.sessions,
-                catalog=h.runtime.catalog,
-                settings=h.settings,
-                clients=h.runtime.clients,
-                holder=f"proc-{i}",
-                clock=h.clock,
-            )
-            for i in range(2)
-        ]
+        executors = [h.executor(f"proc-{i}") for i in range(2)]
 
         def spin(executor: Executor) -> None:
             for _ in range(10):

@@ -16,7 +16,6 @@ from harness import Harness, pd_event
 from pydantic import SecretStr
 
 from worker.clients.kubernetes import KubernetesClient
-from worker.engine.executor import Executor
 from worker.testing.fake_kubernetes import FakeKubernetes
 
 SERVICES = (CONFIG / "services.yaml").read_text()
@@ -92,14 +91,7 @@ def test_a_rollback_without_approval_is_not_repeated_one_revision_further_after_
         assert image(cluster) == "reg/checkout:2"
         h.runtime.clients._injected["kubernetes"] = real  # noqa: SLF001
         h.clock.advance(minutes=7)  # the dead executor's claim has run out
-        restarted = Executor(
-            sessions=h.runtime.sessions,
-            catalog=h.runtime.catalog,
-            settings=h.settings,
-            clients=h.runtime.clients,
-            holder="restarted",
-            clock=h.clock,
-        )
+        restarted = h.executor("restarted")
         restarted.run_once()
         assert image(cluster) == "reg/checkout:2"  # recovered as applied: not undone again, back to 3
         assert h.steps() == {"change": "succeeded"}
