@@ -30,6 +30,7 @@ class Settings(BaseModel):
     pagerduty_webhook_secrets: tuple[SecretStr, ...] = ()
     opsgenie_webhook_token: SecretStr | None = None
     alertmanager_token: SecretStr | None = None
+    api_token: SecretStr | None = None  # bearer token for POST /api/pause and /api/resume
     public_url: str = "http://127.0.0.1:8080"
     pagerduty_api_token: SecretStr | None = None
     pagerduty_from: str | None = None
@@ -152,6 +153,7 @@ _PLAIN = {
 _SECRETS = {
     "opsgenie_webhook_token": "OPSGENIE_WEBHOOK_TOKEN",
     "alertmanager_token": "ALERTMANAGER_TOKEN",
+    "api_token": "API_TOKEN",
     "pagerduty_api_token": "PAGERDUTY_API_TOKEN",
     "opsgenie_api_key": "OPSGENIE_API_KEY",
     "statuspage_api_key": "STATUSPAGE_API_KEY",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from harness import Harness, pd_event
+from pydantic import SecretStr
 
 from worker.store import timeline
 from worker.store.tables import TimelineEntry
@@ -202,17 +203,62 @@ def test_proxy_identity_mode_checks_the_header(make) -> None:  # type: ignore[no
 
 
 def test_kill_switch_holds_approved_mutations_until_resume(make) -> None:  # type: ignore[no-untyped-def]
-    h = make()
+    h = make(api_token=SecretStr(OPS_TOKEN))
     declared(h)
-    h.http.post("/api/pause", json={"reason": "game day"})
+    assert h.http.post("/api/pause", json={"reason": "game day"}, headers=OPS).status_code == 200
     assert h.decide(h.links()["Dana Okafor"]).status_code == 200
     h.run()
     assert h.cluster.mutations == []
     assert h.http.get("/readyz").get_json()["paused"] == ["global"]
-    h.http.post("/api/resume", json={})
+    assert h.http.post("/api/resume", json={}, headers=OPS).status_code == 200
     h.clock.advance(seconds=10)
     h.run()
     assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+OPS_TOKEN = "ops-api-token"
+OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
+
+
+def paused(h: Harness) -> list[str]:
+    return [p["scope"] for p in h.http.get("/api/pauses").get_json()["pauses"]]
+
+
+def test_without_an_api_token_anyone_may_pause_but_nobody_may_resume_over_http(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    assert h.http.post("/api/pause", json={"service": "checkout", "by": "sre"}).status_code == 200
+    refused = h.http.post("/api/resume", json={"service": "checkout"})
+    assert refused.status_code == 403 and "WORKER_API_TOKEN" in refused.get_json()["error"]
+    assert paused(h) == ["checkout"]
+
+
+def test_with_an_api_token_both_need_it(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(api_token=SecretStr(OPS_TOKEN))
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {OPS_TOKEN}"}):
+        assert h.http.post("/api/pause", json={}, headers=headers).status_code == 401
+    assert paused(h) == []
+    assert h.http.post("/api/pause", json={}, headers=OPS).status_code == 200
+    assert h.http.post("/api/resume", json={}, headers=OPS).status_code == 200
+    assert paused(h) == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status"),
+    [
+        ({"Origin": "https://evil.example"}, {"json": {}}, 403),  # a page on another site, through the browser
+        ({"Sec-Fetch-Site": "cross-site"}, {"json": {}}, 403),
+        ({}, {"data": {"a": "1"}}, 415),  # an HTML form: no preflight needed, so never accepted
+        ({"Content-Type": "application/json"}, {"data": "[1]"}, 400),
+        ({"Content-Type": "application/json"}, {"data": '"x"'}, 400),
+        ({"Content-Type": "application/json"}, {"data": "{not json"}, 400),
+    ],
+)
+def test_cross_site_and_malformed_kill_switch_requests_change_nothing(make, headers, body, status) -> None:  # type: ignore[no-untyped-def]
+    h = make(api_token=SecretStr(OPS_TOKEN))
+    assert h.http.post("/api/pause", json={"service": "checkout"}, headers=OPS).status_code == 200
+    answer = h.http.post("/api/resume", headers={**OPS, **headers}, **body)
+    assert answer.status_code == status and answer.get_json()["error"]
+    assert paused(h) == ["checkout"]
 
 
 def test_shadow_mode_only_notes_what_it_would_do(make) -> None:  # type: ignore[no-untyped-def]

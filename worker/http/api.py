@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from worker.engine.postmortem import metrics_summary, postmortem_markdown
 from worker.engine.runtime import Runtime
 from worker.errors import WebhookRejected
 from worker.http import serialize
+from worker.http.origin import same_origin
 from worker.store import controls
 from worker.store import incidents as store
 
@@ -67,29 +69,55 @@ def list_pauses() -> Response:
 
 @bp.post("/pause")
 def pause() -> tuple[Response, int]:
-    body = request.get_json(silent=True) or {}
+    body, by = _control_request(resuming=False)
     scope = str(body.get("service") or controls.GLOBAL)
     runtime = _runtime()
     with runtime.sessions.begin() as session:
-        controls.pause(
-            session,
-            scope=scope,
-            by=str(body.get("by") or request.remote_addr or "api"),
-            reason=str(body.get("reason") or ""),
-            now=runtime.clock(),
-        )
+        controls.pause(session, scope=scope, by=by, reason=str(body.get("reason") or ""), now=runtime.clock())
     return jsonify({"paused": scope}), 200
 
 
 @bp.post("/resume")
 def resume() -> tuple[Response, int]:
-    body = request.get_json(silent=True) or {}
+    body, _ = _control_request(resuming=True)
     scope = str(body.get("service") or controls.GLOBAL)
     runtime = _runtime()
     with runtime.sessions.begin() as session:
         found = controls.resume(session, scope=scope)
     runtime.wake()
     return jsonify({"resumed": scope, "was_paused": found}), 200
+
+
+def _control_request(*, resuming: bool) -> tuple[dict[str, Any], str]:
+    """The JSON object of a kill-switch request and who sent it, or a 4xx saying why it is refused.
+
+    Pausing only stops mutations, so with no WORKER_API_TOKEN anyone who reaches the API may pause;
+    resuming lets them run again, so it needs the token (or the CLI beside the database). Either way a
+    browser on another site cannot do it for a signed-in operator: cross-site requests are refused, and
+    a JSON body cannot be sent cross-site without a CORS preflight, which this API never grants.
+    """
+    runtime = _runtime()
+    if not same_origin(runtime.settings.public_url):
+        raise WebhookRejected(403, "cross-site request refused")
+    token = runtime.settings.api_token
+    if token is not None:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.get_secret_value().encode()
+        ):
+            raise WebhookRejected(401, "send Authorization: Bearer <WORKER_API_TOKEN>")
+    elif resuming:
+        raise WebhookRejected(
+            403, "resuming over HTTP needs WORKER_API_TOKEN; or run `incident-worker resume` where the database is"
+        )
+    raw = request.get_data(cache=True)  # with or without a Content-Length (chunked)
+    if raw and request.mimetype != "application/json":
+        raise WebhookRejected(415, f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
+    body = request.get_json(silent=True) if raw else {}
+    if not isinstance(body, dict):
+        raise WebhookRejected(400, 'expected a JSON object, such as {"service": "checkout", "reason": "…"}')
+    who = str(body.get("by") or "api")
+    return body, f"{who} ({request.remote_addr})" if request.remote_addr else who
 
 
 def _pause(row: Any) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import hmac
 import json
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, make_response, render_template, request
 
@@ -14,6 +13,7 @@ from worker.domain.clock import as_utc
 from worker.engine import approvals
 from worker.engine.runtime import Runtime
 from worker.engine.snapshot import incident_snapshot
+from worker.http.origin import same_origin
 from worker.http.ratelimit import FailureLimiter
 
 bp = Blueprint("approvals", __name__)
@@ -110,7 +110,7 @@ def decide(token: str) -> Response:
     runtime = _runtime()
     if _limiter().blocked(_address()):
         return _refused(429, "Too many invalid links from your address; wait a minute.")
-    if not _same_origin(runtime):
+    if not same_origin(runtime.settings.public_url):  # the SameSite CSRF cookie still has to match
         return _refused(403, "Cross-site request refused.")
     form_token, cookie = request.form.get("csrf", ""), request.cookies.get(_COOKIE, "")
     if not form_token or not hmac.compare_digest(form_token, cookie):
@@ -155,19 +155,3 @@ def decide(token: str) -> Response:
         "awaiting_approval": "Your approval is recorded. More approvals are needed before it runs.",
     }
     return _page("message.html", 200, heading="Decision recorded", message=messages.get(status, status), error=False)
-
-
-def _same_origin(runtime: Runtime) -> bool:
-    """Refuse cross-site posts: browsers say where a request comes from in Sec-Fetch-Site or Origin."""
-    site = request.headers.get("Sec-Fetch-Site")
-    if site is not None:
-        return site in ("same-origin", "none")
-    origin = request.headers.get("Origin")
-    if origin is None or origin == "null":
-        return True  # not a browser (or an old one): the SameSite CSRF cookie still has to match
-    return origin in {f"{request.scheme}://{request.host}", _origin(runtime.settings.public_url)}
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
