@@ -226,7 +226,16 @@ def test_bad_filter_values_are_400(worker: LiveWorker, query: str, field: str) -
 
 
 def test_missing_incidents_are_404_json(worker: LiveWorker) -> None:
-    for path in ("/api/incidents/999999", "/api/incidents/0", "/api/incidents/abc", "/api/nothing"):
+    beyond_any_row_id = "99999999999999999999999"  # SQLite's integers end at 2**63-1: this was a 500
+    for path in (
+        "/api/incidents/999999",
+        "/api/incidents/0",
+        "/api/incidents/abc",
+        "/api/nothing",
+        f"/api/incidents/{beyond_any_row_id}",
+        f"/api/incidents/{beyond_any_row_id}/postmortem",
+        f"/api/incidents/{beyond_any_row_id}/status-updates",
+    ):
         answer = get(worker, path)
         assert answer.status_code == 404, path
         assert answer.json()["error"] and "Traceback" not in answer.text

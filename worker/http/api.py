@@ -51,7 +51,7 @@ def list_incidents() -> Response:
     return jsonify({"incidents": items, "next_before": next_cursor})
 
 
-@bp.get("/incidents/<int:incident_id>")
+@bp.get("/incidents/<int(max=9223372036854775807):incident_id>")
 def get_incident(incident_id: int) -> Response:
     with _runtime().readonly_sessions() as session:
         row = store.get(session, incident_id=incident_id)
@@ -137,7 +137,7 @@ def _int_arg(name: str, *, default: int, low: int, high: int) -> int:
     return value
 
 
-@bp.get("/incidents/<int:incident_id>/postmortem")
+@bp.get("/incidents/<int(max=9223372036854775807):incident_id>/postmortem")
 def postmortem(incident_id: int) -> Response:
     with _runtime().readonly_sessions() as session:
         text = postmortem_markdown(session, incident_id=incident_id)
@@ -146,7 +146,7 @@ def postmortem(incident_id: int) -> Response:
     return Response(text, mimetype="text/markdown")
 
 
-@bp.get("/incidents/<int:incident_id>/status-updates")
+@bp.get("/incidents/<int(max=9223372036854775807):incident_id>/status-updates")
 def status_updates(incident_id: int) -> Response:
     with _runtime().readonly_sessions() as session:
         rows = store.status_updates(session, incident_id=incident_id)
