@@ -192,14 +192,43 @@ def test_proxy_identity_mode_checks_the_header(make) -> None:  # type: ignore[no
     approvals = "identity: proxy\nproxy_header: X-Forwarded-Email\n"
     h = make(config_patch={"approvals.yaml": approvals})
     declared(h)
-    (token,) = h.links().values()
+    links = h.links()
+    assert set(links) == {"Dana Okafor", "Sam Reyes"}  # a link each: the proxy proves who uses it
+    token = links["Sam Reyes"]
     assert h.open_page(token).status_code == 401
     stranger = h.decide(token, headers={"X-Forwarded-Email": "mallory@example.com"})
     assert stranger.status_code == 403
+    not_theirs = h.decide(links["Dana Okafor"], headers={"X-Forwarded-Email": "sam.reyes@example.com"})
+    assert not_theirs.status_code == 403 and "Use your own link" in not_theirs.get_data(as_text=True)
     ok = h.decide(token, headers={"X-Forwarded-Email": "sam.reyes@example.com"})
     assert ok.status_code == 200
     h.run()
     assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+PROXY = {"approvals.yaml": "identity: proxy\nproxy_header: X-Forwarded-Email\n"}
+
+
+def test_proxy_mode_reaches_a_quorum_of_two(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(config_patch=PROXY)
+    declared(h, priority="P1")  # SEV1: two approvers
+    links = h.links()
+    first = h.decide(links["Sam Reyes"], headers={"X-Forwarded-Email": "sam.reyes@example.com"})
+    assert first.status_code == 200 and "More approvals are needed" in first.get_data(as_text=True)
+    second = h.decide(links["Dana Okafor"], headers={"X-Forwarded-Email": "dana.okafor@example.com"})
+    assert second.status_code == 200  # the first approval did not use up the only link
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+@pytest.mark.parametrize("config", [{}, PROXY])
+def test_whoever_triggered_cannot_approve_alone_under_another_spelling(make, config) -> None:  # type: ignore[no-untyped-def]
+    h = make(config_patch=config)
+    declared(h, agent="Sam Reyes")  # PagerDuty names the person who triggered it; the proxy gives an email
+    headers = {"X-Forwarded-Email": "sam.reyes@example.com"} if config else {}
+    assert h.decide(h.links()["Sam Reyes"], headers=headers).status_code == 200
+    h.run()
+    assert h.steps() == {"rollback": "awaiting_approval"} and h.cluster.mutations == []  # not alone
 
 
 def test_kill_switch_holds_approved_mutations_until_resume(make) -> None:  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -81,6 +82,16 @@ def _email(name: str, people: list[Person]) -> str | None:
     return next((p.email for p in people if name in (p.name, p.pagerduty_user_id, p.email, p.opsgenie_username)), None)
 
 
+def person_key(identity: str, people: Sequence[Person]) -> str:
+    """One key per person: a catalog person's name for any of their names, emails and provider ids."""
+    lowered = identity.strip().lower()
+    for person in people:
+        spellings = (person.name, person.email, person.pagerduty_user_id, person.opsgenie_username)
+        if lowered in {s.lower() for s in spellings if s}:
+            return person.name.lower()
+    return lowered
+
+
 @dataclass(frozen=True)
 class IssuedLink:
     approver: Approver
@@ -97,11 +108,11 @@ def open_gate(
     now: datetime,
     round_: int = 1,
 ) -> list[IssuedLink]:
-    """Create one single-use link per approver (or one shared link in proxy-identity mode)."""
+    """Create one single-use link per approver. In proxy-identity mode too: the proxy then proves that whoever
+    uses a link is its approver, and a quorum of two gets two links (one shared link was used up by the first)."""
     expires = now + policy.link_ttl
-    holders = approvers if policy.identity == "links" else [Approver("*", None, "any allowed approver")]
     links = []
-    for approver in holders:
+    for approver in approvers:
         token = secrets.token_urlsafe(32)
         session.add(
             ApprovalRequest(
@@ -204,8 +215,13 @@ def decide(
     address: str | None,
     allowed: list[Approver],
     now: datetime,
+    people: Sequence[Person] = (),
 ) -> str:
-    """Record one decision exactly once; returns the step's resulting status."""
+    """Record one decision exactly once; returns the step's resulting status.
+
+    `people` (the catalog's) tell which names, emails and provider ids are one person, so that whoever
+    triggered the alert cannot approve alone, nor one person approve twice, under two spellings.
+    """
     request, step, run = view.request, view.step, view.run
     if decision not in {"approve", "deny"}:
         raise DecisionRefused(400, "decision must be approve or deny")
@@ -216,10 +232,11 @@ def decide(
             f"{identity} is not allowed to approve this step (allowed: "
             f"{', '.join(a.name for a in allowed) or 'nobody'}).",
         )
+    who = person_key(identity, people)
     earlier = [
         r
         for r in step.approvals
-        if r.used_at is not None and r.decided_by and r.decided_by.lower() == identity.lower() and r.voided_at is None
+        if r.used_at is not None and r.decided_by and person_key(r.decided_by, people) == who and r.voided_at is None
     ]
     if earlier:
         raise DecisionRefused(409, f"{identity} has already decided on this step.")
@@ -250,9 +267,11 @@ def decide(
         void_open_requests(session, step=step, now=now, reason=f"denied by {identity}")
         return step.status
     approvers = {
-        r.decided_by.lower() for r in step.approvals if r.decision == "approve" and r.voided_at is None and r.decided_by
+        person_key(r.decided_by, people)
+        for r in step.approvals
+        if r.decision == "approve" and r.voided_at is None and r.decided_by
     }
-    others = approvers - {(run.triggered_by or "").lower()}
+    others = approvers - {person_key(run.triggered_by or "", people)}
     if len(approvers) >= step.approvals_required and others:
         step.status = "approved"
         void_open_requests(session, step=step, now=now, reason="quorum reached")

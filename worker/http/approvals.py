@@ -61,6 +61,12 @@ def _identity(runtime: Runtime, view: approvals.GateView) -> str | None:
     return view.request.approver
 
 
+def _link_is_theirs(view: approvals.GateView, identity: str) -> bool:
+    """In proxy mode each approver has a link of their own: whoever the proxy says must be its approver."""
+    request_ = view.request
+    return identity.lower() in {request_.approver.lower(), (request_.approver_email or "").lower()}
+
+
 @bp.get("/approvals/<token>")
 def show(token: str) -> Response:
     runtime = _runtime()
@@ -126,6 +132,10 @@ def decide(token: str) -> Response:
             identity = _identity(runtime, view)
             if identity is None:
                 raise approvals.DecisionRefused(401, "Sign in through the company proxy to approve.")
+            if runtime.catalog.approvals.identity == "proxy" and not _link_is_theirs(view, identity):
+                raise approvals.DecisionRefused(
+                    403, f"This link is {view.request.approver}'s; you are signed in as {identity}. Use your own link."
+                )
             service = runtime.catalog.services.get(view.run.service)
             snapshot = incident_snapshot(view.incident)
             allowed = []
@@ -141,6 +151,7 @@ def decide(token: str) -> Response:
                 address=_address(),
                 allowed=allowed,
                 now=runtime.clock(),
+                people=[*service.approvers, *service.backup_approvers] if service is not None else [],
             )
             step_id = view.step.step_id
         except approvals.DecisionRefused as exc:
