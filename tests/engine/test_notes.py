@@ -266,3 +266,22 @@ def test_a_deliverer_whose_lease_another_replica_took_posts_nothing_more(h: Harn
         assert leases.acquire(session, name=LEASE, holder="other-replica", now=h.clock(), ttl=timedelta(seconds=30))
     assert h.runtime.notes._post(note.id) is False  # noqa: SLF001 - the next note of the stale pass
     assert h.pagerduty.notes == [] and notes(h)[0].state == "pending"  # left to the lease's holder
+
+
+def test_approval_links_are_not_kept_in_the_database_once_posted(h: Harness) -> None:
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    links = h.links()
+    assert links  # they reached PagerDuty
+    (note,) = notes(h)
+    assert note.state == "sent" and "/approvals/(link not kept)" in note.text
+    assert not any(token in note.text for token in links.values())  # only their hashes stay
+    assert h.decide(links["Dana Okafor"]).status_code == 200  # and the posted links still work
+
+
+def test_approval_links_of_a_note_given_up_are_not_kept_either(h: Harness) -> None:
+    h.pagerduty.failures = [PermanentError("404 incident not found")]
+    h.deliver(pd_event("incident.triggered"))
+    h.run()
+    (note,) = notes(h)
+    assert note.state == "failed" and "/approvals/(link not kept)" in note.text

@@ -16,6 +16,7 @@ attempt (a note accepted a moment ago may not be listed yet).
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -136,6 +137,7 @@ class NoteDeliverer:
             note.attempts += 1
             if error is None:
                 note.state, note.sent_at, note.last_error = "sent", now, None
+                note.text = without_links(note.text)
                 return True
             note.last_error = str(error)[:2000]
             log.warning("posting a note to %s %s failed (attempt %s): %s", provider, target, note.attempts, error)
@@ -146,8 +148,18 @@ class NoteDeliverer:
             return False
 
 
+def without_links(text: str) -> str:
+    """A note's text as kept once it is posted or given up: approval links are credentials (whoever holds
+    one may approve), and only their hashes are stored; the posted note is where they live."""
+    return _APPROVAL_LINK.sub(r"\1(link not kept)", text)
+
+
+_APPROVAL_LINK = re.compile(r"(/approvals/)[A-Za-z0-9_-]+")
+
+
 def _give_up(session: Session, note: OutboundNote, *, now: datetime, error: ActionError) -> None:
     note.state, note.last_error = "failed", str(error)[:2000]
+    note.text = without_links(note.text)
     timeline.append(
         session,
         incident_id=note.incident_id,
