@@ -57,6 +57,12 @@ class Settings(BaseModel):
         le=19,
         description="Niceness of the background process: on a shared host, answering webhooks comes first.",
     )
+    trusted_proxies: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="Reverse proxies in front (an ingress: 1) whose X-Forwarded-For/-Proto/-Host are believed.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     template_secrets: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
@@ -147,6 +153,7 @@ _PLAIN = {
     "dry_run": "DRY_RUN",  # pydantic's bool: true/false, yes/no, on/off, 1/0; a typo is refused, never "live"
     "executor_claim_seconds": "EXECUTOR_CLAIM_SECONDS",
     "background_nice": "BACKGROUND_NICE",
+    "trusted_proxies": "TRUSTED_PROXIES",
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
 }

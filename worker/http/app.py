@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from worker.engine.runtime import Runtime
 from worker.http import api, approvals, console, errors, health, metrics, webhooks
@@ -18,4 +19,8 @@ def create_app(runtime: Runtime) -> Flask:
     errors.install(app)
     for blueprint in (webhooks.bp, api.bp, health.bp, metrics.bp, approvals.bp, console.bp):
         app.register_blueprint(blueprint)
+    if hops := runtime.settings.trusted_proxies:
+        # Behind an ingress every request comes from the proxy: the client's address (rate limits, the
+        # audit trail's "from") and the scheme and host (same-origin checks) are in its X-Forwarded-*.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     return app

@@ -50,6 +50,17 @@ def _refused(status: int, message: str) -> Response:
     return _page("message.html", status, heading=heading.get(status, "Refused"), message=message, error=True)
 
 
+def _lookup_refused(exc: approvals.DecisionRefused) -> Response:
+    """The page for a refused link. Unknown links count against the address, and past the limit it is
+    told to wait; a valid link always works, so guessing from a shared address (everyone behind one
+    proxy or NAT) cannot lock the approvers out during an incident."""
+    if exc.status == 404:
+        _limiter().failed(_address())
+        if _limiter().blocked(_address()):
+            return _refused(429, "Too many invalid links from your address; wait a minute.")
+    return _refused(exc.status, exc.reason)
+
+
 def _address() -> str:
     return request.remote_addr or "unknown"
 
@@ -70,15 +81,11 @@ def _link_is_theirs(view: approvals.GateView, identity: str) -> bool:
 @bp.get("/approvals/<token>")
 def show(token: str) -> Response:
     runtime = _runtime()
-    if _limiter().blocked(_address()):
-        return _refused(429, "Too many invalid links from your address; wait a minute.")
     with runtime.readonly_sessions() as session:
         try:
             view = approvals.lookup(session, token=token, now=runtime.clock())
         except approvals.DecisionRefused as exc:
-            if exc.status == 404:
-                _limiter().failed(_address())
-            return _refused(exc.status, exc.reason)
+            return _lookup_refused(exc)
         identity = _identity(runtime, view)
         if identity is None:
             return _refused(401, "Sign in through the company proxy to approve.")
@@ -114,8 +121,6 @@ def show(token: str) -> Response:
 @bp.post("/approvals/<token>")
 def decide(token: str) -> Response:
     runtime = _runtime()
-    if _limiter().blocked(_address()):
-        return _refused(429, "Too many invalid links from your address; wait a minute.")
     if not same_origin(runtime.settings.public_url):  # the SameSite CSRF cookie still has to match
         return _refused(403, "Cross-site request refused.")
     form_token, cookie = request.form.get("csrf", ""), request.cookies.get(_COOKIE, "")
@@ -155,9 +160,7 @@ def decide(token: str) -> Response:
             )
             step_id = view.step.step_id
         except approvals.DecisionRefused as exc:
-            if exc.status == 404:
-                _limiter().failed(_address())
-            return _refused(exc.status, exc.reason)
+            return _lookup_refused(exc)
     if "executor" in runtime.loops:
         runtime.loops["executor"].wake()
     messages = {
