@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import CONFIG
 from harness import Harness, pd_event
@@ -157,5 +158,38 @@ def test_a_secret_rendered_into_a_step_never_reaches_its_preview(database_url: s
         assert "asks approval" in notes and "token=***" in notes  # the approver sees where it goes
         page = h.open_page(h.links()["Dana Okafor"]).get_data(as_text=True)
         assert secret not in notes and secret not in page and secret not in str(h.incident())
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize(("method", "sent"), [("POST", ["POST"]), ("PUT", ["PUT", "PUT"])])
+def test_a_call_whose_repeat_is_unsafe_is_not_retried_after_a_timeout(
+    database_url: str, tmp_path: Path, method: str, sent: list[str]
+) -> None:
+    seen: list[str] = []
+
+    def flags(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        if len(seen) == 1:  # applied, but the answer came too late
+            raise httpx.ReadTimeout("slow answer", request=request)
+        return httpx.Response(200, json={"ok": True})
+
+    book = f"""
+name: toggle
+match: {{service: checkout}}
+steps:
+  - id: toggle
+    action: http.request
+    with: {{method: {method}, url: "http://127.0.0.1:8091/flags/new-checkout-flow/toggle"}}
+"""
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"toggle": book})
+    h.runtime.clients._injected["http_transport"] = httpx.MockTransport(flags)  # noqa: SLF001
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        assert h.decide(h.links()["Dana Okafor"]).status_code == 200
+        h.run()
+        assert seen == sent  # a PUT is retried (its repeat is harmless); a POST is sent once
+        assert h.steps() == {"toggle": "failed" if method == "POST" else "succeeded"}
     finally:
         h.close()

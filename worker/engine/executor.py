@@ -385,11 +385,19 @@ class Executor:
         if self.settings.dry_run and action.mutating:
             summary, output = f"dry run: would have run {preview.description}", {"dry_run": True}
         else:
+            # A call whose repeat is not safe (a POST) is not retried either: a timeout or a 5xx may come
+            # after the target applied it. It fails, saying so, and a person decides.
+            safe = action.repeatable(params)
+            retry = spec.retry if safe else spec.retry.model_copy(update={"attempts": 1})
             try:
-                result = _with_retries(lambda: action.run(params, ctx, preview), retry=spec.retry, sleep=self.sleep)
+                result = _with_retries(lambda: action.run(params, ctx, preview), retry=retry, sleep=self.sleep)
                 summary, output = result.summary, result.output
             except TransientError as exc:
-                error = f"gave up after {spec.retry.attempts} attempts: {exc}"
+                error = (
+                    f"gave up after {retry.attempts} attempts: {exc}"
+                    if safe
+                    else f"not retried, as repeating it is not safe (it may have been applied): {exc}"
+                )
             except PermanentError as exc:
                 error = str(exc)
             except ActionError as exc:
