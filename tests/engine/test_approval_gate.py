@@ -9,6 +9,7 @@ import pytest
 from harness import Harness, pd_event
 from pydantic import SecretStr
 
+from worker.errors import PermanentError, TransientError
 from worker.store import timeline
 from worker.store.tables import TimelineEntry
 
@@ -380,6 +381,38 @@ def test_a_failed_verification_proposes_the_undo_behind_the_gate(make) -> None: 
     h.run()
     assert h.cluster.mutations == [("scale", 8), ("scale", 3)]
     assert h.steps()["undo-scale-up"] == "succeeded"
+
+
+def test_a_verification_that_cannot_run_fails_at_once_without_proposing_the_undo(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(playbooks={"scale": UNDO})
+    declared(h)
+
+    def bad_query(query: str, *, condition: str) -> None:
+        raise PermanentError("Prometheus answered 400: parse error in the query")
+
+    h.prometheus.check = bad_query  # type: ignore[method-assign]
+    h.decide(h.links()["Dana Okafor"])
+    h.run()
+    assert h.steps() == {"scale-up": "failed"}  # not polled until the window ends, no undo of a change that
+    assert "verification could not run" in h.incident()["runs"][0]["steps"][0]["error"]  # may have helped
+
+
+def test_a_verification_whose_prometheus_is_down_for_a_moment_keeps_trying(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(playbooks={"scale": UNDO})
+    declared(h)
+    check = h.prometheus.check
+
+    def down(query: str, *, condition: str) -> None:
+        raise TransientError("Prometheus answered 503")
+
+    h.prometheus.check = down  # type: ignore[method-assign]
+    h.decide(h.links()["Dana Okafor"])
+    h.run()
+    assert h.steps() == {"scale-up": "verifying"}
+    h.prometheus.check = check  # type: ignore[method-assign]
+    h.clock.advance(seconds=30)
+    h.run()
+    assert h.steps() == {"scale-up": "succeeded"}
 
 
 @pytest.mark.parametrize(("hops", "recorded"), [(0, "127.0.0.1"), (1, "203.0.113.9")])

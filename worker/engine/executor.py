@@ -480,6 +480,11 @@ class Executor:
                 run.status = "running"
                 run.wake_at = None
                 return True
+            if ok is None:
+                # The check itself is broken (a bad query, a 404): waiting will not fix it, and whether the
+                # change helped is unknown, so no undo is proposed; a person looks.
+                self._fail(session, run, step, f"verification could not run: {summary}; check recovery by hand")
+                return True
             if step.verify_deadline is not None and now < as_utc(step.verify_deadline):
                 run.wake_at = now + check.interval
                 return False
@@ -522,7 +527,10 @@ class Executor:
 
     # -- helpers ------------------------------------------------------------------------------------
 
-    def _check(self, check: Check, *, incident_id: int, service: Service, idempotency_key: str) -> tuple[bool, str]:
+    def _check(
+        self, check: Check, *, incident_id: int, service: Service, idempotency_key: str
+    ) -> tuple[bool | None, str]:
+        """(True, why) recovered, (False, why) not yet, (None, why) the check cannot run at all."""
         try:
             with self.sessions() as session:
                 incident = session.get(Incident, incident_id)
@@ -531,8 +539,10 @@ class Executor:
             preview = Preview(description=call.action.describe(call.params), target=check.action)
             result = call.action.run(call.params, call.ctx, preview)
             return result.ok, result.summary
-        except (ActionError, PlanError, ValueError) as exc:
+        except TransientError as exc:  # Prometheus down for a moment: try again within the window
             return False, str(exc)
+        except (ActionError, PlanError, ValueError) as exc:
+            return None, str(exc)
 
     @property
     def _calls(self) -> CallMaker:
