@@ -177,3 +177,85 @@ def test_restart_and_scale_match_kubectl(pair) -> None:  # type: ignore[no-untyp
     client.scale(namespace="shop", deployment="checkout", replicas=5)
     same_state(by_kubectl, by_worker)
     assert by_worker.deployment("shop", "checkout")["spec"]["replicas"] == 5
+
+
+def owned_replicaset(cluster: FakeKubernetes, name: str, image: str, *, created: str, revision: int | None) -> None:
+    """An old ReplicaSet of shop/checkout as another controller version or a restore might have left it."""
+    from worker.testing.fake_kubernetes_state import default_template  # noqa: PLC0415 - the fake's defaulting
+
+    owner = cluster.deployment("shop", "checkout")
+    pod_template = template(image)
+    default_template(pod_template)
+    pod_template["metadata"]["labels"]["pod-template-hash"] = name.rsplit("-", 1)[-1]
+    labels = dict(pod_template["metadata"]["labels"])
+    cluster.add_replicaset(
+        "shop",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": name,
+                "namespace": "shop",
+                "uid": name,
+                "labels": labels,
+                "annotations": {} if revision is None else {"deployment.kubernetes.io/revision": str(revision)},
+                "creationTimestamp": created,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": "checkout",
+                        "uid": owner["metadata"]["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            },
+            "spec": {"replicas": 0, "selector": {"matchLabels": labels}, "template": pod_template},
+            "status": {"replicas": 0},
+        },
+    )
+
+
+def with_an_unannotated_replicaset(cluster: FakeKubernetes) -> None:
+    cluster.deploy_template("shop", "checkout", template("registry/checkout:2.0"))
+    owned_replicaset(cluster, "checkout-old0", "registry/checkout:1.0", created="2020-01-01T00:00:00Z", revision=None)
+
+
+def with_two_replicasets_of_one_revision(cluster: FakeKubernetes) -> None:
+    for image in ("registry/checkout:3.0", "registry/checkout:3.1", "registry/checkout:3.2"):
+        cluster.deploy_template("shop", "checkout", template(image))
+    with cluster.state.lock:  # keep only the current one, then add two of revision 2, named against their age
+        replicasets = cluster.state.replicasets
+        for key in [k for k, rs in replicasets.items() if "3.2" not in str(rs["spec"]["template"])]:
+            del replicasets[key]
+    owned_replicaset(cluster, "checkout-aaaa", "registry/checkout:A-newer", created="2020-01-02T00:00:00Z", revision=2)
+    owned_replicaset(cluster, "checkout-zzzz", "registry/checkout:Z-older", created="2020-01-01T00:00:00Z", revision=2)
+
+
+@pytest.mark.parametrize(
+    ("seeding", "to_revision"),
+    [
+        (with_an_unannotated_replicaset, None),  # kubectl counts it as revision 0, a valid target
+        (with_two_replicasets_of_one_revision, None),  # kubectl walks old ReplicaSets oldest first
+        (with_two_replicasets_of_one_revision, 2),
+    ],
+)
+def test_history_corner_cases_pick_the_replicaset_kubectl_picks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeding: Any, to_revision: int | None
+) -> None:
+    with FakeKubernetes() as by_kubectl, FakeKubernetes() as by_worker:
+        seeding(by_kubectl)
+        seeding(by_worker)
+        args = [f"--to-revision={to_revision}"] if to_revision else []
+        result = subprocess.run(
+            [KUBECTL, "--kubeconfig", str(by_kubectl.kubeconfig_path(tmp_path)), "-n", "shop"]  # type: ignore[list-item]
+            + ["rollout", "undo", "deployment/checkout", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        monkeypatch.setenv("KUBECONFIG", str(by_worker.kubeconfig_path(tmp_path / "w")))
+        KubernetesClient.load().rollout_undo(namespace="shop", deployment="checkout", to_revision=to_revision)
+        same_state(by_kubectl, by_worker)

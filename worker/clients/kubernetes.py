@@ -312,12 +312,13 @@ def _candidates(deployment: dict[str, Any], owned: list[dict[str, Any]]) -> tupl
     template = _without_hash(deployment["spec"]["template"])
     by_age = sorted(owned, key=lambda rs: (rs["metadata"].get("creationTimestamp") or "", rs["metadata"]["name"]))
     new_rs = next((rs for rs in by_age if _without_hash(rs["spec"]["template"]) == template), None)
-    return new_rs, [rs for rs in owned if rs is not new_rs] + ([new_rs] if new_rs is not None else [])
+    # FindNewReplicaSet sorts the list it is given in place, so kubectl walks the old ones by age too.
+    return new_rs, [rs for rs in by_age if rs is not new_rs] + ([new_rs] if new_rs is not None else [])
 
 
 def _pick(candidates: list[dict[str, Any]], to_revision: int) -> dict[str, Any] | None:
     """kubectl's deploymentRevision loop, ties and revision 0 included."""
-    top, second = (0, None), (0, None)  # (revision, ReplicaSet)
+    top, second = (-1, None), (-1, None)  # (revision, ReplicaSet); -1 as kubectl, so revision 0 counts
     for rs in candidates:
         revision = _revision(rs)
         if revision is None:
