@@ -219,3 +219,30 @@ def test_a_status_deliverer_whose_lease_another_replica_took_sends_nothing_more(
         assert h.http.get("/api/incidents/1/status-updates").get_json()["updates"][0]["state"] == "pending"
     finally:
         h.close()
+
+
+PUBLIC_STEPS = """
+name: public
+match: {service: checkout}
+steps:
+  - id: identified
+    action: statuspage.update
+    with: {status: identified, body: "We identified the issue."}
+  - id: monitoring
+    action: statuspage.update
+    with: {status: monitoring, body: "A fix is in place."}
+"""
+
+
+def test_statuspage_steps_and_the_outbox_share_one_public_incident(database_url: str, tmp_path: Path) -> None:
+    h = make(database_url, tmp_path, playbooks={"public": PUBLIC_STEPS})
+    try:
+        h.deliver(pd_event("incident.triggered", priority="P1"))
+        for _ in range(5):
+            h.run()
+            h.tick()
+        assert h.steps() == {"identified": "succeeded", "monitoring": "succeeded"}
+        (page_incident,) = h.statuspage.incidents.values()  # not one per step beside the outbox's own
+        assert {"identified", "monitoring", "investigating"} <= set(page_incident["updates"])
+    finally:
+        h.close()

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from worker.actions.base import Action, ActionContext, ActionParams, Preview, StepResult
+from worker.clients.statuspage import find_or_create
 from worker.errors import PermanentError
 
 
@@ -35,19 +36,21 @@ class StatuspageUpdate(Action[StatuspageUpdateParams], name="statuspage.update")
         components = {component: params.component_status} if params.component_status else {}
         page_incident = ctx.incident.get("statuspage_incident_id")
         if page_incident:
-            result = client.update_incident(
+            client.update_incident(
                 page_incident,
                 status=params.status,
                 body=params.body,
                 components=components or None,
                 component_ids=[component],
             )
-        else:
-            result = client.create_incident(
+        else:  # the outbox's own page incident if it has one (found by its metadata), else one it will find
+            page_incident = find_or_create(
+                client,
+                incident_id=int(ctx.incident["id"]),
                 name=f"{ctx.incident.get('service', 'service')} incident",
                 status=params.status,
                 body=params.body,
-                component_ids=[component],
                 components=components,
+                component_ids=[component],
             )
-        return StepResult(summary=f"Statuspage {params.status}", output={"statuspage_incident_id": str(result.id)})
+        return StepResult(summary=f"Statuspage {params.status}", output={"statuspage_incident_id": str(page_incident)})

@@ -201,3 +201,36 @@ class StatuspageClient:
 
     def _clean(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
+
+
+def find_or_create(
+    client: Any,
+    *,
+    incident_id: int,
+    name: str,
+    body: str,
+    status: str,
+    components: dict[str, str],
+    component_ids: list[str],
+) -> str:
+    """The page incident of the worker's incident `incident_id`, updated, or created; its id.
+
+    Found by the metadata it is created with, so that a crash between creating it and recording its id, or
+    a playbook's `statuspage.update` step beside the status page outbox, never opens a second one.
+    """
+    for existing in client.list_unresolved():
+        meta = getattr(existing, "metadata", None) or {}
+        if (meta.get("incident_worker") or {}).get("incident_id") == str(incident_id):
+            client.update_incident(
+                existing.id, status=status, body=body, components=components, component_ids=component_ids
+            )
+            return str(existing.id)
+    created = client.create_incident(
+        name=name,
+        status=status,
+        body=body,
+        component_ids=component_ids,
+        components=components,
+        metadata={"incident_worker": {"incident_id": str(incident_id)}},
+    )
+    return str(created.id)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.clients.factory import Clients
+from worker.clients.statuspage import find_or_create
 from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import Clock, as_utc, utcnow
 from worker.domain.incidents import TimelineKind
@@ -251,7 +251,7 @@ class StatusDeliverer:
         created_id: str | None = None
         try:
             if page_incident is None:
-                created_id = self._find_or_create(client, incident_id=incident_id, name=name, body=body, **payload)
+                created_id = find_or_create(client, incident_id=incident_id, name=name, body=body, **payload)
             elif body:
                 client.update_incident(page_incident, body=body, **payload)
             else:
@@ -292,35 +292,6 @@ class StatusDeliverer:
                     message=f"status page update {update.status} refused: {error}",
                 )
             return False
-
-    @staticmethod
-    def _find_or_create(
-        client: Any,
-        *,
-        incident_id: int,
-        name: str,
-        body: str,
-        status: str,
-        components: dict[str, str],
-        component_ids: list[str],
-    ) -> str:
-        # After a crash between create and commit, the page already has our incident: find it by metadata.
-        for existing in client.list_unresolved():
-            meta = getattr(existing, "metadata", None) or {}
-            if (meta.get("incident_worker") or {}).get("incident_id") == str(incident_id):
-                client.update_incident(
-                    existing.id, status=status, body=body, components=components, component_ids=component_ids
-                )
-                return str(existing.id)
-        created = client.create_incident(
-            name=name,
-            status=status,
-            body=body,
-            component_ids=component_ids,
-            components=components,
-            metadata={"incident_worker": {"incident_id": str(incident_id)}},
-        )
-        return str(created.id)
 
 
 @dataclass
