@@ -234,7 +234,7 @@ steps:
 """
 
 
-def test_statuspage_steps_and_the_outbox_share_one_public_incident(database_url: str, tmp_path: Path) -> None:
+def test_statuspage_steps_go_through_the_outbox_in_order_on_one_public_incident(database_url: str, tmp_path: Path) -> None:
     h = make(database_url, tmp_path, playbooks={"public": PUBLIC_STEPS})
     try:
         h.deliver(pd_event("incident.triggered", priority="P1"))
@@ -243,6 +243,7 @@ def test_statuspage_steps_and_the_outbox_share_one_public_incident(database_url:
             h.tick()
         assert h.steps() == {"identified": "succeeded", "monitoring": "succeeded"}
         (page_incident,) = h.statuspage.incidents.values()  # not one per step beside the outbox's own
-        assert {"identified", "monitoring", "investigating"} <= set(page_incident["updates"])
+        assert page_incident["updates"] == ["investigating", "identified", "monitoring"]  # queued in order
+        assert page_incident["body"] == "A fix is in place."  # the playbook's own words
     finally:
         h.close()

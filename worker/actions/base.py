@@ -89,6 +89,8 @@ class Action(Generic[P]):
     # Resolved params the action chooses when it plans rather than reads from the target (a restart's
     # timestamp): kept from the approved preview when the target is read again before the call.
     chosen_when_planned: ClassVar[tuple[str, ...]] = ()
+    # A message the engine queues on an outbox (in order with the engine's own) instead of calling `run`.
+    queued: ClassVar[bool] = False
     EXAMPLE: ClassVar[str] = ""
     registry: ClassVar[dict[str, type[Action[Any]]]] = {}
 

@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field
 
 from worker.actions.base import Action, ActionContext, ActionParams, Preview, StepResult
-from worker.clients.statuspage import find_or_create
 from worker.errors import PermanentError
 
 
@@ -18,7 +17,9 @@ class StatuspageUpdateParams(ActionParams):
 
 
 class StatuspageUpdate(Action[StatuspageUpdateParams], name="statuspage.update"):
-    """Post an update on the incident's Statuspage incident (creating it if needed)."""
+    """Post an update on the incident's Statuspage incident (creating it if needed), through the outbox."""
+
+    queued = True
 
     EXAMPLE = (
         "- id: public\n  action: statuspage.update\n"
@@ -29,28 +30,6 @@ class StatuspageUpdate(Action[StatuspageUpdateParams], name="statuspage.update")
         return f"Statuspage {params.status}: {params.body[:120]}"
 
     def run(self, params: StatuspageUpdateParams, ctx: ActionContext, preview: Preview) -> StepResult:
-        component = ctx.service.statuspage_component if ctx.service else None
-        if not component:
-            raise PermanentError("the service has no statuspage_component in the catalog")
-        client = ctx.require_clients().statuspage
-        components = {component: params.component_status} if params.component_status else {}
-        page_incident = ctx.incident.get("statuspage_incident_id")
-        if page_incident:
-            client.update_incident(
-                page_incident,
-                status=params.status,
-                body=params.body,
-                components=components or None,
-                component_ids=[component],
-            )
-        else:  # the outbox's own page incident if it has one (found by its metadata), else one it will find
-            page_incident = find_or_create(
-                client,
-                incident_id=int(ctx.incident["id"]),
-                name=f"{ctx.incident.get('service', 'service')} incident",
-                status=params.status,
-                body=params.body,
-                components=components,
-                component_ids=[component],
-            )
-        return StepResult(summary=f"Statuspage {params.status}", output={"statuspage_incident_id": str(page_incident)})
+        # Posting it here would race the outbox's own updates (the page could go back from "monitoring" to
+        # "investigating"): the executor queues it on the status page outbox instead (see `queued`).
+        raise PermanentError("statuspage.update is delivered by the status page outbox, not run directly")

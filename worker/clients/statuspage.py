@@ -215,8 +215,8 @@ def find_or_create(
 ) -> str:
     """The page incident of the worker's incident `incident_id`, updated, or created; its id.
 
-    Found by the metadata it is created with, so that a crash between creating it and recording its id, or
-    a playbook's `statuspage.update` step beside the status page outbox, never opens a second one.
+    Found by the metadata it is created with, so that a crash between creating it and recording its id
+    never opens a second one.
     """
     for existing in client.list_unresolved():
         meta = getattr(existing, "metadata", None) or {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -102,12 +103,15 @@ class Communications:
         reason: str,
         template: str | None = None,
         only_components: bool = False,
+        body: str | None = None,
+        component: str | None = None,
     ) -> StatusUpdate | None:
+        """Queue one update; `body` and `component` (a playbook's own words) replace the policy's."""
         service = self.catalog.services.get(incident.service)
         if service is None or not service.statuspage_component:
             return None
         policy = self.catalog.communications.statuspage
-        component = (
+        component = component or (
             "operational"
             if status == "resolved" and template is None
             else policy.component_status.get(Severity(incident.severity), "degraded_performance")
@@ -126,10 +130,10 @@ class Communications:
         key = template or status
         text = policy.templates.get(key) or DEFAULT_TEMPLATES[key]  # type: ignore[call-overload]
         try:
-            body = "" if only_components else str(render(text, context))
+            body = body if body is not None else "" if only_components else str(render(text, context))
             name = str(render(policy.incident_name, context))
         except TemplateProblem as exc:
-            body, name = f"We are working on an issue with {context['service_name']}.", incident.service
+            body, name = body or f"We are working on an issue with {context['service_name']}.", incident.service
             log.warning("status page template failed: %s", exc.message)
         incident_store.lock_row(session, incident_id=incident.id)  # queued by intake and executor at once
         seq = (
@@ -161,6 +165,20 @@ class Communications:
             data={"seq": seq, "status": status, "component": component},
         )
         return update
+
+    def queue_step(self, session: Session, incident: Incident, params: dict[str, Any], now: datetime) -> str | None:
+        """A playbook's `statuspage.update` step, queued in order with the updates above; None when the
+        service has no status page component."""
+        update = self._queue(
+            session,
+            incident,
+            params["status"],
+            now,
+            reason="playbook step",
+            body=params["body"],
+            component=params.get("component_status"),
+        )
+        return None if update is None else f"status page update #{update.seq} queued: {update.status}"
 
     def _public(self, incident: Incident) -> bool:
         return (

@@ -56,6 +56,11 @@ class Executor:
     poll: timedelta = timedelta(seconds=5)
     # Called inside the transaction when a mitigation is approved ("identified") or verified ("monitoring").
     on_progress: Callable[[Session, str, Incident], None] = field(default=lambda session, stage, incident: None)
+    # Queues a `queued` step's message (a statuspage.update) in the transaction that records it done;
+    # returns what was queued, or None when there is nowhere to queue it.
+    on_queued: Callable[[Session, Incident, dict[str, Any]], str | None] = field(
+        default=lambda session, incident, params: None
+    )
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -382,6 +387,8 @@ class Executor:
         spec = self._spec(step_id)
         result = None
         error: str | None = None
+        if action.queued:
+            return self._queue_step(run_id, step_id, params)
         if self.settings.dry_run and action.mutating:
             summary, output = f"dry run: would have run {preview.description}", {"dry_run": True}
         else:
@@ -411,6 +418,17 @@ class Executor:
                 self._fail(session, run, step, summary)
                 return True
             self._applied(session, run, step, incident, summary=summary, output=output)
+        return True
+
+    def _queue_step(self, run_id: int, step_id: int, params: Any) -> bool:
+        """A message step: queued on its outbox and recorded done in one transaction (so exactly once)."""
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            queued = self.on_queued(session, incident, params.model_dump(mode="json"))
+            if queued is None:
+                self._fail(session, run, step, f"{step.action}: the service has nowhere to send it (catalog)")
+            else:
+                self._applied(session, run, step, incident, summary=queued, output={})
         return True
 
     def _applied(

@@ -132,6 +132,7 @@ class Runtime:
             "notes": BackgroundLoop("notes", self.notes.run_once, interval=1.0),
         }
         self.executor.on_progress = self._progress
+        self.executor.on_queued = self._queued
         self.writer._on_commit = self.loops["inbox"].wake
         self.processor.within = self.plan_declared
         self.ticks.within = self.plan_declared
@@ -160,6 +161,11 @@ class Runtime:
         elif stage == "monitoring":
             self.comms.on_monitoring(session, incident, self.clock())
         self.loops["statuspage"].wake()
+
+    def _queued(self, session: Session, incident: Any, params: dict[str, Any]) -> str | None:
+        queued = self.comms.queue_step(session, incident, params, self.clock())
+        self.loops["statuspage"].wake()
+        return queued
 
     def _execute(self) -> None:
         self.executor.run_once()
