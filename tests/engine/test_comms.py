@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+from conftest import CONFIG
 from harness import ROLLBACK, Harness, pd_event
 
 from worker.engine.comms import LEASE, LEASE_TTL
@@ -234,7 +235,9 @@ steps:
 """
 
 
-def test_statuspage_steps_go_through_the_outbox_in_order_on_one_public_incident(database_url: str, tmp_path: Path) -> None:
+def test_statuspage_steps_go_through_the_outbox_in_order_on_one_public_incident(
+    database_url: str, tmp_path: Path
+) -> None:
     h = make(database_url, tmp_path, playbooks={"public": PUBLIC_STEPS})
     try:
         h.deliver(pd_event("incident.triggered", priority="P1"))
@@ -245,5 +248,66 @@ def test_statuspage_steps_go_through_the_outbox_in_order_on_one_public_incident(
         (page_incident,) = h.statuspage.incidents.values()  # not one per step beside the outbox's own
         assert page_incident["updates"] == ["investigating", "identified", "monitoring"]  # queued in order
         assert page_incident["body"] == "A fix is in place."  # the playbook's own words
+    finally:
+        h.close()
+
+
+def page_calls(h: Harness) -> list[tuple[str, str | None, dict[str, str]]]:
+    """(create|update, status, components) of every Statuspage call, in order."""
+    return [(kind, body.get("status"), body.get("components") or {}) for kind, body in h.statuspage.calls]
+
+
+def test_a_severity_raised_again_after_a_downgrade_goes_back_on_the_page(database_url: str, tmp_path: Path) -> None:
+    h = make(database_url, tmp_path, playbooks={})
+    try:
+        for priority in ("P1", "P3", "P1"):  # public, taken off the page, public again
+            event = "incident.triggered" if priority == "P1" and not h.statuspage.calls else "incident.priority_updated"
+            h.deliver(pd_event(event, priority=priority))
+            h.run()
+        assert page_calls(h) == [
+            ("create", "investigating", {"checkout-component": "major_outage"}),
+            ("update", "resolved", {"checkout-component": "operational"}),  # off the page: operational
+            ("update", "investigating", {"checkout-component": "major_outage"}),  # not "resolved, operational"
+        ]
+    finally:
+        h.close()
+
+
+def test_resolving_one_of_two_incidents_on_a_component_keeps_it_as_bad_as_the_other(
+    database_url: str, tmp_path: Path
+) -> None:
+    h = make(database_url, tmp_path, playbooks={})
+    try:
+        h.deliver(pd_event("incident.triggered", incident_id="PINC1", priority="P2"))
+        h.clock.advance(minutes=31)  # past the grouping window: a second incident on the same service
+        h.deliver(pd_event("incident.triggered", incident_id="PINC2", priority="P1"))
+        h.run()
+        h.deliver(pd_event("incident.resolved", incident_id="PINC1"))
+        h.run()
+        resolved = [c for c in page_calls(h) if c[1] == "resolved"]
+        assert resolved == [("update", "resolved", {"checkout-component": "major_outage"})]  # SEV1 #2 is open
+    finally:
+        h.close()
+
+
+def test_the_still_investigating_update_never_goes_public_for_a_tracked_incident_or_backwards(
+    database_url: str, tmp_path: Path
+) -> None:
+    policy = (CONFIG / "communications.yaml").read_text()
+    assert "post_still_investigating: false" in policy
+    policy = policy.replace("post_still_investigating: false", "post_still_investigating: true")
+    h = make(database_url, tmp_path, config_patch={"communications.yaml": policy})
+    try:
+        h.prometheus.value = 0.5  # the rollback does not help: the incident stays unmitigated
+        h.deliver(pd_event("incident.triggered", priority="P1"))
+        h.run()
+        h.decide(h.links()["Dana Okafor"])
+        h.decide(h.links()["Sam Reyes"])
+        h.run()  # mitigation approved: the page says identified
+        h.clock.advance(minutes=31)
+        h.tick()
+        h.run()
+        statuses = [status for _, status, _ in page_calls(h)]
+        assert statuses[:2] == ["investigating", "identified"] and "investigating" not in statuses[2:]
     finally:
         h.close()

@@ -516,3 +516,18 @@ def test_a_dedup_key_no_database_would_take_is_stored_and_still_deduplicates(run
     assert deliver(runtime, "pagerduty", body, key=key)  # stored (was a 503: the driver refused the key)
     assert not deliver(runtime, "pagerduty", body, key=key)  # the same key again: a duplicate
     assert deliver(runtime, "pagerduty", body, key=key.replace("\ud800", "\ud801").replace("\u0000", "\u0001"))
+
+
+@pytest.mark.parametrize("acknowledged", [False, True])
+def test_an_incident_not_mitigated_after_15_minutes_is_declared_acknowledged_or_not(
+    runtime: Runtime, acknowledged: bool
+) -> None:
+    deliver(runtime, "pagerduty", pd("incident.triggered", incident="SLOW", priority="P3"))  # SEV3: tracked
+    if acknowledged:
+        deliver(runtime, "pagerduty", pd("incident.acknowledged", incident="SLOW", priority="P3"))
+    assert not only(runtime)["declared"]
+    clock(runtime).advance(minutes=16)
+    runtime.ticks.run_once()
+    incident = only(runtime)
+    assert incident["declared"], incident["status"]  # domain.md: "not acknowledged or not mitigated"
+    assert any("not mitigated after 0:15:00" in m for m in messages(incident, "declared"))

@@ -44,6 +44,14 @@ LEASE_TTL = timedelta(seconds=15)  # renewed before each update is sent: longer 
 ORDER = {"investigating": 0, "identified": 1, "monitoring": 2, "resolved": 3}
 
 
+_COMPONENT_ORDER = ("operational", "degraded_performance", "partial_outage", "major_outage")
+
+
+def _worst(component: str, others: list[str]) -> str:
+    rank = {status: n for n, status in enumerate(_COMPONENT_ORDER)}
+    return max([component, *others], key=lambda status: rank.get(status, 1))
+
+
 @dataclass
 class Communications:
     catalog: CatalogConfig
@@ -59,14 +67,11 @@ class Communications:
         if not started:
             self.on_declared(session, incident, now)
         elif self._public(incident):
-            self._queue(
-                session,
-                incident,
-                self._last_status(session, incident),
-                now,
-                reason="severity changed",
-                only_components=True,
-            )
+            last = self._last_status(session, incident)
+            if last == "resolved":  # taken off the page by a downgrade, and worse again: back on it
+                self._queue(session, incident, "investigating", now, reason="severity raised again")
+            else:
+                self._queue(session, incident, last, now, reason="severity changed", only_components=True)
         elif self._last_status(session, incident) != "resolved":
             self._queue(
                 session,
@@ -111,11 +116,14 @@ class Communications:
         if service is None or not service.statuspage_component:
             return None
         policy = self.catalog.communications.statuspage
-        component = component or (
-            "operational"
-            if status == "resolved" and template is None
-            else policy.component_status.get(Severity(incident.severity), "degraded_performance")
-        )
+        if component is None:
+            component = (
+                "operational"
+                if status == "resolved"  # resolved, or taken off the page by a downgrade
+                else policy.component_status.get(Severity(incident.severity), "degraded_performance")
+            )
+        # A component is as bad as the worst public incident open on it: resolving one of two says so.
+        component = _worst(component, self._others_on(session, incident, service.statuspage_component))
         cadence = self.catalog.communications.cadence.get(Severity(incident.severity), timedelta(hours=1))
         context = {
             "incident": {
@@ -191,6 +199,29 @@ class Communications:
         return (
             session.execute(select(StatusUpdate.id).where(StatusUpdate.incident_id == incident.id)).first() is not None
         )
+
+    def _others_on(self, session: Session, incident: Incident, component: str) -> list[str]:
+        """The component statuses the other public incidents open on `component` call for."""
+        services = [s.name for s in self.catalog.services.services if s.statuspage_component == component]
+        others = session.scalars(
+            select(Incident).where(
+                Incident.id != incident.id,
+                Incident.service.in_(services),
+                Incident.status.in_(incident_store.OPEN),
+                Incident.declared.is_(True),
+            )
+        )
+        policy = self.catalog.communications.statuspage
+        return [
+            policy.component_status.get(Severity(other.severity), "degraded_performance")
+            for other in others
+            if self._public(other)
+        ]
+
+    def still_investigating_due(self, session: Session, incident: Incident) -> bool:
+        """Whether the cadence's "still investigating" update may go public: only for a public incident
+        whose page still says investigating (never back from identified, monitoring or resolved)."""
+        return self._public(incident) and self._last_status(session, incident) == "investigating"
 
     @staticmethod
     def _last_status(session: Session, incident: Incident) -> str:
@@ -357,7 +388,8 @@ class Cadence:
             kind=TimelineKind.COMMS,
             message=f"update reminder ({cadence} cadence)" + (f" sent to {', '.join(done)}" if done else ""),
         )
-        if self.catalog.communications.statuspage.post_still_investigating and incident.status != "mitigated":
+        statuspage = self.catalog.communications.statuspage
+        if statuspage.post_still_investigating and self.comms.still_investigating_due(session, incident):
             self.comms._queue(session, incident, "investigating", now, reason="cadence", template="still_investigating")
 
     def _escalate(self, session: Session, incident: Incident, now: datetime) -> tuple[int, str, int] | None:

@@ -16,6 +16,9 @@ from worker.store import incidents as incident_store
 from worker.store.tables import Incident
 
 HealthCheck = Callable[[Incident], tuple[bool, str]]
+# domain.md declares an incident that "stays unresolved (not acknowledged or not mitigated)" too long:
+# an acknowledged one counts as long as nothing has mitigated it.
+_NOT_MITIGATED = ("triggered", "acknowledged")
 
 
 @dataclass
@@ -34,7 +37,7 @@ class Ticks:
             candidates = [(i.id, i.status) for i in incident_store.open_incidents(session)]
         for incident_id, status in candidates:
             # One short transaction per incident, deciding on its locked, current row (see incidents.lock).
-            if status == "triggered":
+            if status in _NOT_MITIGATED:
                 self._declare_if_stale(incident_id, now, outcome)
             elif status == "mitigated":
                 self._finish_hold(incident_id, now, outcome)
@@ -48,12 +51,12 @@ class Ticks:
             return
         with self.sessions.begin() as session:
             incident = self._locked(session, incident_id)
-            if incident is None or incident.declared or incident.status != "triggered":
+            if incident is None or incident.declared or incident.status not in _NOT_MITIGATED:
                 return
             if now - as_utc(incident.detected_at) >= after:
                 changed = Outcome()
                 self.intake._declare(
-                    session, incident=incident, now=now, outcome=changed, reason=f"unacknowledged for more than {after}"
+                    session, incident=incident, now=now, outcome=changed, reason=f"not mitigated after {after}"
                 )
                 self.within(session, changed, now)  # planned in the transaction that declared it
                 outcome.update(changed)
