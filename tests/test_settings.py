@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from worker.errors import SettingsError
-from worker.settings import Settings
+from worker.settings import KNOWN_VARIABLES, Settings
 
 
 @pytest.mark.parametrize(
@@ -74,3 +77,21 @@ def test_dry_run_reads_the_usual_spellings(value: str, dry: bool) -> None:
 def test_a_dry_run_typo_is_refused_rather_than_meaning_live(typo: str) -> None:
     with pytest.raises(SettingsError, match="^WORKER_DRY_RUN: "):
         Settings.from_env({"WORKER_DRY_RUN": typo})
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"), [("WORKER_DRYRUN", "WORKER_DRY_RUN"), ("WORKER_DATABSE_URL", "WORKER_DATABASE_URL")]
+)
+def test_a_misspelt_setting_is_refused_with_the_likely_name(typo: str, meant: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{typo}: not a setting; did you mean {meant}\\?$"):
+        Settings.from_env({typo: "1"})
+
+
+def test_unrelated_worker_variables_are_left_alone() -> None:
+    assert Settings.from_env({"WORKER_ID": "7", "WORKER_SECRET_FLAGS_TOKEN": "t"}).template_secrets
+
+
+def test_every_setting_is_in_the_readme_and_every_readme_variable_is_a_setting() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented = set(re.findall(r"`(WORKER_[A-Z_]+)", readme)) - {"WORKER_SECRET_"}
+    assert documented == set(KNOWN_VARIABLES)

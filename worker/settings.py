@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from datetime import timedelta
@@ -100,6 +101,7 @@ class Settings(BaseModel):
         Raises SettingsError naming the variable (never a traceback) when a value is unusable.
         """
         env = os.environ if env is None else env
+        _refuse_typos(env)
         try:
             return cls._from_env(env, overrides)
         except ValidationError as exc:
@@ -165,3 +167,16 @@ _SECRETS = {
     "opsgenie_api_key": "OPSGENIE_API_KEY",
     "statuspage_api_key": "STATUSPAGE_API_KEY",
 }
+
+_READ_AS_IS = ("PAGERDUTY_WEBHOOK_SECRETS", "RESOLUTION_HOLD")  # read by _from_env itself
+KNOWN_VARIABLES = frozenset(f"WORKER_{name}" for name in (*_PLAIN.values(), *_SECRETS.values(), *_READ_AS_IS))
+
+
+def _refuse_typos(env: Mapping[str, str]) -> None:
+    """A WORKER_* name that is nearly a setting's is a typo: WORKER_DRYRUN=1 must not quietly run live.
+    Other unknown names (a platform's own WORKER_ID, say) are left alone."""
+    for name in env:
+        if name.startswith("WORKER_") and name not in KNOWN_VARIABLES and not name.startswith("WORKER_SECRET_"):
+            close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1, cutoff=0.85)
+            if close:
+                raise SettingsError(f"{name}: not a setting; did you mean {close[0]}?")
