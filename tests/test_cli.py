@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -131,6 +132,18 @@ def test_lint_flags_a_bad_config_with_positions(tmp_path: Path) -> None:
     assert any("services[0].name:" in line for line in lines)
     serve = cli("serve", "--config", str(tmp_path), "--port", "1", env={"WORKER_DATABASE_URL": "sqlite://"})
     assert serve.returncode == 2 and "grouping_window" in serve.stderr
+
+
+def test_lint_refuses_two_playbooks_of_one_name_as_serve_does(tmp_path: Path) -> None:
+    books = tmp_path / "playbooks"
+    shutil.copytree(ROOT / "playbooks", books)
+    first = sorted(books.glob("*.yaml"))[0]
+    shutil.copy(first, books / f"copy-of-{first.name}")
+    result = cli("lint", "--config", str(CONFIG), str(books))
+    assert result.returncode == 1, result.stdout
+    assert f"{books}/copy-of-{first.name}:1:1: name: playbook name" in result.stdout  # as serve would refuse it
+    serve = cli("serve", "--config", str(CONFIG), "--playbooks", str(books), "--port", "1", cwd=tmp_path)
+    assert serve.returncode == 2 and "is also used in" in serve.stderr
 
 
 def test_schema_is_valid_and_accepts_the_examples() -> None:

@@ -24,7 +24,7 @@ from worker.engine.runtime import Runtime
 from worker.engine.simulation import simulate_plans
 from worker.errors import ConfigError, Problem, SettingsError, WebhookRejected
 from worker.http.server import run_background, run_web, serve
-from worker.playbooks.loader import lint_playbook_file, load_playbooks
+from worker.playbooks.loader import claim_name, lint_playbook_file, load_playbooks
 from worker.playbooks.schema import playbook_schema
 from worker.settings import Settings
 from worker.sources.registry import build_sources
@@ -228,8 +228,9 @@ def _lint(args: argparse.Namespace) -> int:
         catalog = load_catalog(args.config)
     except ConfigError as exc:
         problems.extend(exc.problems)
+    names: dict[str, str] = {}  # playbook name -> file: serve refuses two playbooks of one name, so lint does
     for path in paths:
-        problems.extend(_lint_path(path, catalog))
+        problems.extend(_lint_path(path, catalog, names))
     problems = sorted(set(problems))
     if args.format == "json":
         print(json.dumps([p.__dict__ for p in problems], indent=2))
@@ -239,7 +240,7 @@ def _lint(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _lint_path(path: Path, catalog: CatalogConfig | None) -> list[Problem]:
+def _lint_path(path: Path, catalog: CatalogConfig | None, names: dict[str, str]) -> list[Problem]:
     if not path.exists():
         return [Problem(str(path), 1, 1, "", "no such file or directory")]
     files = sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"}) if path.is_dir() else [path]
@@ -249,7 +250,10 @@ def _lint_path(path: Path, catalog: CatalogConfig | None) -> list[Problem]:
         if model is not None:
             problems.extend(load_config_file(file, model)[1])
         elif catalog is not None:
-            problems.extend(lint_playbook_file(file, catalog=catalog)[1])
+            playbook, found = lint_playbook_file(file, catalog=catalog)
+            problems.extend(found)
+            if playbook is not None and (taken := claim_name(playbook, file, names)) is not None:
+                problems.append(taken)
     return problems
 
 

@@ -45,16 +45,21 @@ def load_playbooks(
         problems.extend(found)
         if playbook is None:
             continue
-        if playbook.name in names:
-            problems.append(
-                Problem(
-                    str(path), 1, 1, "name", f"playbook name {playbook.name!r} is also used in {names[playbook.name]}"
-                )
-            )
+        if (taken := claim_name(playbook, path, names)) is not None:
+            problems.append(taken)
             continue
-        names[playbook.name] = str(path)
         loaded.append(LoadedPlaybook(playbook, str(path)))
     return loaded, sorted(problems)
+
+
+def claim_name(playbook: Playbook, path: Path, names: dict[str, str]) -> Problem | None:
+    """Record `playbook`'s name in `names` (name -> file), or the problem when another file has it."""
+    if playbook.name in names:
+        return Problem(
+            str(path), 1, 1, "name", f"playbook name {playbook.name!r} is also used in {names[playbook.name]}"
+        )
+    names[playbook.name] = str(path)
+    return None
 
 
 def lint_playbook_file(path: Path, *, catalog: CatalogConfig) -> tuple[Playbook | None, list[Problem]]:
