@@ -263,3 +263,18 @@ def test_version_is_the_installed_distributions() -> None:
     result = cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"incident-worker {metadata.version('incident-worker')}"
+
+
+def test_a_reader_that_goes_away_gets_no_traceback() -> None:  # `incident-worker schema | head -1`
+    child = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "schema"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the command writes: its first write finds no reader
+    with child.stderr:
+        errors = child.stderr.read()
+    assert child.wait(timeout=60) == 0 and "Traceback" not in errors, errors

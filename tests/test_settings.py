@@ -52,10 +52,16 @@ def test_a_refused_url_is_not_echoed() -> None:  # it may carry credentials
     assert "pw-s3cret" not in str(refused.value)
 
 
-def test_an_unencoded_at_sign_in_a_password_is_refused_without_quoting_it() -> None:
-    # make_url reads 's3cret@db' as the port here; its own message would quote that piece of the password.
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://worker:pass@word:s3cret@db/x",  # make_url reads 's3cret@db' as the port
+        "postgresql://iw:Sup3r@s3cret@db.internal/iw",  # ... or 's3cret@db.internal' as the host
+    ],
+)
+def test_an_unencoded_at_sign_in_a_password_is_refused_without_quoting_it(url: str) -> None:
     with pytest.raises(SettingsError, match="^WORKER_DATABASE_URL: not a database URL") as refused:
-        Settings.from_env({"WORKER_DATABASE_URL": "postgresql://worker:pass@word:s3cret@db/x"})
+        Settings.from_env({"WORKER_DATABASE_URL": url})
     assert "s3cret" not in str(refused.value)
 
 

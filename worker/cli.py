@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `incident-worker schema | head`: the reader is gone, nothing left to say
+        sys.stderr.close()  # and no second complaint when Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -305,7 +310,13 @@ def _postmortem(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from worker.testing.demo import run_demo  # the demo's fakes are test tooling, loaded only for this verb
+    try:
+        from worker.testing.demo import run_demo  # the demo's fakes are test tooling, loaded only for this verb
+    except ImportError as exc:  # an install without the test extras (the container image)
+        print(
+            f"incident-worker demo needs the test extras: pip install 'incident-worker[test]' ({exc})", file=sys.stderr
+        )
+        return 2
 
     return run_demo(port=args.port, auto_approve=args.auto_approve, keep_running=args.keep_running)
 

@@ -78,6 +78,8 @@ class Settings(BaseModel):
             raise ValueError(
                 "not a database URL (e.g. sqlite:///var/incident-worker.db; percent-encode '@' or ':' in a password)"
             ) from None
+        if parsed.host and "@" in parsed.host:  # an unencoded '@' in the password: the rest would be the host
+            raise ValueError("not a database URL: percent-encode '@' or ':' in a password (%40, %3A)")
         if parsed.drivername in {"postgres", "postgresql"}:
             # The usual postgresql:// (or postgres://) means the one driver installed: psycopg 3.
             return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
