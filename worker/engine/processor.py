@@ -111,6 +111,9 @@ class InboxProcessor:
             leases.release(session, name=LEASE, holder=self.holder)
 
 
+MAX_BACKOFF = 30.0  # seconds between attempts of a loop that keeps failing
+
+
 class BackgroundLoop:
     """Runs `step` in a daemon thread whenever woken, and at least every `interval` seconds."""
 
@@ -138,10 +141,22 @@ class BackgroundLoop:
             self._thread = None
 
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             self._wake.clear()
             try:
                 self._step()
-            except Exception:  # noqa: BLE001 - log and keep the loop alive; the database may come back
-                log.exception("background loop %s failed", self.name)
+            except Exception as exc:  # noqa: BLE001 - keep the loop alive; the database may come back
+                failures += 1
+                if failures == 1:
+                    log.exception("background loop %s failed", self.name)
+                elif failures & (failures - 1) == 0:  # 2, 4, 8...: a line now and then, not a flood
+                    log.warning("background loop %s still failing (%d times in a row): %s", self.name, failures, exc)
+                # Back off, and do not let other loops' wake-ups cut that short (they once made a loop fail
+                # thousands of times a second while the database was down).
+                self._stop.wait(min(self._interval * 2 ** min(failures, 8), MAX_BACKOFF))
+                continue
+            if failures:
+                log.warning("background loop %s works again after %d failures", self.name, failures)
+                failures = 0
             self._wake.wait(self._interval)
