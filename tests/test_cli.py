@@ -165,6 +165,14 @@ def test_db_upgrade_pause_resume_and_audit(tmp_path: Path) -> None:
     assert cli("postmortem", "1", env=env).returncode == 2
 
 
+def test_pausing_a_service_the_catalog_does_not_know_is_refused(tmp_path: Path) -> None:
+    env = {"WORKER_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}"}
+    typo = cli("pause", "--service", "chekout", env=env)  # the real one would go on changing
+    assert typo.returncode == 2 and "no service 'chekout' in the catalog (checkout, " in typo.stderr
+    elsewhere = cli("pause", "--service", "chekout", env=env, cwd=tmp_path)  # no ./config: pause, but say so
+    assert elsewhere.returncode == 0 and "no catalog at config" in elsewhere.stderr
+
+
 EXPECTED_TABLES = {"deliveries", "processed_events", "leases", "incidents", "alerts", "timeline", "alembic_version"}
 
 

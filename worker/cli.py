@@ -115,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         switch = sub.add_parser(verb, help=text)
         switch.add_argument("--service", help="only this service (default: everything)")
         switch.add_argument("--reason", default="", help="why (shown in /readyz and the console)")
+        switch.add_argument("--config", type=Path, default=Path("config"), help="catalog the service is checked in")
         switch.set_defaults(handler=_switch, verb=verb)
 
     audit = sub.add_parser("audit", help="audit trail tools")
@@ -269,9 +270,22 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _switch(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    scope = args.service or controls.GLOBAL
+    if args.verb == "pause" and args.service:
+        # A misspelt service would be "paused" while the real one goes on changing. Pausing must work
+        # without the config at hand, though: then say that it could not be checked, and pause.
+        try:
+            known = sorted(s.name for s in load_catalog(args.config).services.services)
+        except ConfigError:
+            print(f"incident-worker: no catalog at {args.config} to check {args.service!r} against", file=sys.stderr)
+        else:
+            if args.service not in known:
+                print(
+                    f"incident-worker: no service {args.service!r} in the catalog ({', '.join(known)})", file=sys.stderr
+                )
+                return 2
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
-    scope = args.service or controls.GLOBAL
     with session_factory(engine).begin() as session:
         if args.verb == "pause":
             controls.pause(session, scope=scope, by=getpass.getuser(), reason=args.reason, now=utcnow())

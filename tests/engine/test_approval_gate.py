@@ -263,6 +263,13 @@ def test_without_an_api_token_anyone_may_pause_but_nobody_may_resume_over_http(m
     assert paused(h) == ["checkout"]
 
 
+def test_pausing_a_service_the_catalog_does_not_know_is_a_400(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    answer = h.http.post("/api/pause", json={"service": "chekout"})
+    assert answer.status_code == 400 and answer.get_json()["field"] == "service"
+    assert paused(h) == []
+
+
 def test_with_an_api_token_both_need_it(make) -> None:  # type: ignore[no-untyped-def]
     h = make(api_token=SecretStr(OPS_TOKEN))
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {OPS_TOKEN}"}):

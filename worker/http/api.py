@@ -72,6 +72,8 @@ def pause() -> tuple[Response, int]:
     body, by = _control_request(resuming=False)
     scope = str(body.get("service") or controls.GLOBAL)
     runtime = _runtime()
+    if scope != controls.GLOBAL and runtime.catalog.services.get(scope) is None:  # a typo would pause nothing
+        raise WebhookRejected(400, f"no service {scope!r} in the catalog", field="service")
     with runtime.sessions.begin() as session:
         controls.pause(session, scope=scope, by=by, reason=str(body.get("reason") or ""), now=runtime.clock())
     return jsonify({"paused": scope}), 200
