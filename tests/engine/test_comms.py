@@ -293,10 +293,8 @@ def test_resolving_one_of_two_incidents_on_a_component_keeps_it_as_bad_as_the_ot
 def test_the_still_investigating_update_never_goes_public_for_a_tracked_incident_or_backwards(
     database_url: str, tmp_path: Path
 ) -> None:
-    policy = (CONFIG / "communications.yaml").read_text()
-    assert "post_still_investigating: false" in policy
-    policy = policy.replace("post_still_investigating: false", "post_still_investigating: true")
-    h = make(database_url, tmp_path, config_patch={"communications.yaml": policy})
+    assert "post_still_investigating: true" in (CONFIG / "communications.yaml").read_text()  # the example's
+    h = make(database_url, tmp_path)
     try:
         h.prometheus.value = 0.5  # the rollback does not help: the incident stays unmitigated
         h.deliver(pd_event("incident.triggered", priority="P1"))
@@ -309,5 +307,20 @@ def test_the_still_investigating_update_never_goes_public_for_a_tracked_incident
         h.run()
         statuses = [status for _, status, _ in page_calls(h)]
         assert statuses[:2] == ["investigating", "identified"] and "investigating" not in statuses[2:]
+    finally:
+        h.close()
+
+
+def test_the_page_is_updated_on_cadence_even_when_nothing_changed(database_url: str, tmp_path: Path) -> None:
+    h = make(database_url, tmp_path, playbooks={})
+    try:
+        h.deliver(pd_event("incident.triggered", priority="P1"))
+        h.run()
+        h.clock.advance(minutes=31)  # SEV1 cadence: 30 minutes
+        h.tick()
+        h.run()
+        (page_incident,) = h.statuspage.incidents.values()
+        assert page_incident["updates"] == ["investigating", "investigating"]
+        assert page_incident["body"].startswith("We are still investigating")  # the promised next update
     finally:
         h.close()
