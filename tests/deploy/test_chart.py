@@ -143,6 +143,12 @@ def test_a_database_url_from_an_existing_secret(helm: str) -> None:
         (["--set", "database.url=mysql://db/x"], "- database.url: Does not match pattern"),
         (["--set", "secrets.values.PD_SECRET=x"], '- secrets.values: Property name of "PD_SECRET" does not match'),
         (["--set", "web.threds=4"], "- web: Additional property threds is not allowed"),
+        (["--set", "replicacount=3"], "Additional property replicacount is not allowed"),
+        (["--set", "persistance.enabled=false"], "Additional property persistance is not allowed"),
+        (["--set", "ingress.hostname=x"], "- ingress: Additional property hostname is not allowed"),
+        (["--set", "env.WORKER_API_TOKEN=s3cret"], "- env: Property name of"),  # a secret in the pod spec
+        (["--set", "env.WORKER_SECRET_FLAGS=s3cret"], "- env: Property name of"),
+        (["--set", "database.url=postgres+psycopg://db/x"], "- database.url: Does not match pattern"),
         (["--set", "publicUrl=incidents.example.com"], "- publicUrl: Does not match pattern"),
         (["--set", "rbac.namespaces={Shop}"], "- rbac.namespaces.0: Does not match pattern"),
     ],
