@@ -75,3 +75,15 @@ def _started(live: LiveWorker) -> dict[str, object] | None:
     """The background process's start line, once it is in the worker's log (JSON lines only)."""
     entries = [json.loads(line) for line in live.log.read_text().splitlines() if line.startswith('{"at"')]
     return next((e for e in entries if "background processing started" in str(e["message"])), None)
+
+
+def test_a_missing_playbook_directory_is_said_at_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from worker.engine.runtime import Runtime  # noqa: PLC0415
+    from worker.settings import Settings  # noqa: PLC0415
+
+    settings = Settings.from_env(
+        {}, database_url=f"sqlite:///{tmp_path / 'w.db'}", config_dir=CONFIG, playbooks_dir=tmp_path / "nowhere"
+    )
+    with caplog.at_level(logging.WARNING, logger="worker.engine.runtime"):
+        Runtime.build(settings).close()  # starts: classifying and communicating need no playbook
+    assert f"no playbook directory at {tmp_path / 'nowhere'}" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,9 @@ from worker.store.group_commit import GroupCommitWriter
 from worker.store.holders import holder_id
 
 DEFAULT_RESOLUTION_HOLD = timedelta(minutes=15)
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +76,8 @@ class Runtime:
         playbooks, problems = load_playbooks(settings.playbooks_dir, catalog=catalog, required=False)
         if problems:
             raise ConfigError(problems)
+        if not settings.playbooks_dir.is_dir():  # allowed (classify and communicate only), but say so
+            log.warning("no playbook directory at %s: no mitigation will be planned", settings.playbooks_dir)
         engine = make_engine(settings.database_url)
         if migrate_db:
             migrate.upgrade(engine)
