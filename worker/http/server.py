@@ -120,7 +120,7 @@ def serve(
     children["background"] = subprocess.Popen(background_argv)
     children["web"] = subprocess.Popen(web_argv)
     print(
-        f"incident-worker listening on http://{host}:{port} (web pid {children['web'].pid}, "
+        f"incident-worker starting on http://{host}:{port} (web pid {children['web'].pid}, "
         f"background pid {children['background'].pid})",
         flush=True,
     )
