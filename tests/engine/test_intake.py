@@ -531,3 +531,14 @@ def test_an_incident_not_mitigated_after_15_minutes_is_declared_acknowledged_or_
     incident = only(runtime)
     assert incident["declared"], incident["status"]  # domain.md: "not acknowledged or not mitigated"
     assert any("not mitigated after 0:15:00" in m for m in messages(incident, "declared"))
+
+
+@pytest.mark.parametrize(("value", "declared"), [("true", True), ("yes", True), ("false", False)])
+def test_confirmed_customer_impact_declares_at_any_severity(runtime: Runtime, value: str, declared: bool) -> None:
+    payload = json.loads(am(("c1", "firing"), service="search", severity="warning"))  # SEV3: tracked
+    payload["alerts"][0]["labels"]["customer_impact"] = value
+    deliver(runtime, "alertmanager", json.dumps(payload).encode())
+    incident = only(runtime)
+    assert incident["severity"] == "SEV3" and incident["declared"] is declared
+    if declared:
+        assert "customer-facing impact confirmed (label 'customer_impact')" in messages(incident, "declared")[0]

@@ -48,7 +48,7 @@ def classify(event: AlertEvent, *, tier: int, config: SeverityConfig) -> Classif
         scope = config.defaults.scope or Scope.MEDIUM
         reasons.append(f"scope {scope.value} by default")
     severity = config.matrix[scope][impact]
-    forcing = [name for name in config.force_sev1_labels if _truthy(event.labels.get(name))]
+    forcing = [name for name in config.force_sev1_labels if truthy(event.labels.get(name))]
     if forcing:
         severity = Severity.SEV1
         reasons.append(f"SEV1 forced by label {forcing[0]!r}")
@@ -69,5 +69,6 @@ def _holds(cond: RuleCondition, event: AlertEvent, tier: int) -> bool:
     return all(checks)
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
+    """A label that is set and not false, no, 0 or none."""
     return value is not None and value.strip().lower() not in {"", "false", "no", "0", "none"}

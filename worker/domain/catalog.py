@@ -57,6 +57,8 @@ class DeclarationPolicy(_Model):
     severities: list[Severity] = [Severity.SEV1, Severity.SEV2]
     multiple_alerts: bool = True
     unresolved_after: Duration | None = timedelta(minutes=15)
+    # "Customer-facing impact is confirmed": an alert labelled (tagged, custom detail) so, at any severity.
+    labels: list[str] = Field(default=["customer_impact"], description="Labels that declare when true.")
 
 
 def _complete_row(row: dict[Impact, Severity]) -> dict[Impact, Severity]:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from worker.classify.routing import Routed, route
-from worker.classify.severity import Classification, classify
+from worker.classify.severity import Classification, classify, truthy
 from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import as_utc
 from worker.domain.events import AlertEvent, EventKind
@@ -145,6 +145,7 @@ class Intake:
                 outcome=outcome,
                 reason=f"new alert {event.external_id!r}",
             )
+            self._declare_if_labelled(session, incident=incident, event=event, now=now, outcome=outcome)
             if distinct >= 2 and self.catalog.severity.declare.multiple_alerts:
                 self._declare(
                     session,
@@ -210,7 +211,16 @@ class Intake:
         )
         if verdict.severity in self.catalog.severity.declare.severities:
             self._declare(session, incident=incident, now=now, outcome=outcome, reason=verdict.severity.value)
+        self._declare_if_labelled(session, incident=incident, event=event, now=now, outcome=outcome)
         return incident
+
+    def _declare_if_labelled(
+        self, session: Session, *, incident: Incident, event: AlertEvent, now: datetime, outcome: Outcome
+    ) -> None:
+        labelled = [name for name in self.catalog.severity.declare.labels if truthy(event.labels.get(name))]
+        if labelled:
+            reason = f"customer-facing impact confirmed (label {labelled[0]!r})"
+            self._declare(session, incident=incident, now=now, outcome=outcome, reason=reason)
 
     # -- severity and declaration -------------------------------------------------------------------
 
