@@ -430,3 +430,13 @@ def test_behind_a_trusted_proxy_the_client_address_is_the_forwarded_one(make, ho
     assert h.decide(h.links()["Dana Okafor"], headers=forwarded).status_code == 200
     approved = [e["message"] for e in h.incident()["timeline"] if "Dana Okafor approved" in e["message"]]
     assert approved and f"from {recorded};" in approved[0]
+
+
+def test_the_console_and_the_approval_page_cannot_be_framed_cached_or_scripted(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    for page in (h.http.get("/"), h.open_page(h.links()["Dana Okafor"])):
+        assert page.status_code == 200
+        assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+        policy = page.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy

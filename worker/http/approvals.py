@@ -14,6 +14,7 @@ from worker.engine import approvals
 from worker.engine.runtime import Runtime
 from worker.engine.snapshot import incident_snapshot
 from worker.http.origin import same_origin
+from worker.http.pages import safe_page
 from worker.http.ratelimit import FailureLimiter
 
 bp = Blueprint("approvals", __name__)
@@ -29,12 +30,7 @@ def _limiter() -> FailureLimiter:
 
 
 def _page(template: str, status: int, **context: Any) -> Response:
-    response = make_response(render_template(template, **context), status)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Referrer-Policy"] = "same-origin"  # the token in the URL never leaves the site
-    response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"
-    return response
+    return safe_page(make_response(render_template(template, **context), status))
 
 
 def _refused(status: int, message: str) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, render_template
 
 from worker.engine.runtime import Runtime
+from worker.http.pages import safe_page
 from worker.store import controls
 from worker.store import incidents as store
 
@@ -21,4 +22,4 @@ def index() -> Response:
         html = render_template(
             "console.html", incidents=incidents, pauses=pauses, runs=runs, dry_run=runtime.settings.dry_run
         )
-    return Response(html, mimetype="text/html")
+    return safe_page(Response(html, mimetype="text/html"))
