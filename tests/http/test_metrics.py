@@ -95,13 +95,32 @@ def test_a_delivery_waiting_for_classification_shows_its_age(runtime: Runtime) -
             NewDelivery("pagerduty", f"k{n}", {}, webhook("pagerduty", "incident.triggered.json"), runtime.clock())
         )
         runtime.clock.advance(seconds=30)  # type: ignore[attr-defined]
-    with runtime.readonly_sessions() as session:
-        now = stats.read(session, now=runtime.clock())
-    assert now.deliveries == {"pending": 2} and now.oldest_pending_seconds == 60  # the older one counts
+    scraped = _scrape(runtime)
+    assert scraped["incident_worker_inbox_oldest_pending_seconds"] == 60  # the older one counts
+    if runtime.journal is None:  # PostgreSQL: straight into the table
+        assert scraped['incident_worker_inbox_deliveries{state="pending"}'] == 2
+    else:  # SQLite: in the intake journal until the background process moves them into the table
+        assert scraped["incident_worker_intake_journal_unread_bytes"] > 0
+        runtime.processor.read_journal()
+        scraped = _scrape(runtime)
+        assert scraped['incident_worker_inbox_deliveries{state="pending"}'] == 2
+        assert scraped["incident_worker_intake_journal_unread_bytes"] == 0
+        assert scraped["incident_worker_inbox_oldest_pending_seconds"] == 60  # and still waiting
     runtime.processor.run_once()
     with runtime.readonly_sessions() as session:
         after = stats.read(session, now=runtime.clock() + timedelta(hours=1))
     assert after.deliveries == {"done": 2} and after.oldest_pending_seconds == 0
+
+
+def _scrape(runtime: Runtime) -> dict[str, float]:
+    """/metrics through the app, as {'name{labels}': value}."""
+    text = create_app(runtime).test_client().get("/metrics").get_data(as_text=True)
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return samples
 
 
 def test_a_database_that_does_not_answer_is_a_gauge_not_a_500(runtime: Runtime) -> None:

@@ -41,6 +41,8 @@ class InboxProcessor:
     on_outcome: Callable[[Outcome], None] = lambda outcome: None
     # Runs inside the processing transaction: planning commits with the events that caused it.
     within: Callable[[Session, Outcome, datetime], None] = lambda session, outcome, now: None
+    # Moves what the web process appended to the intake journal (SQLite) into the inbox first.
+    read_journal: Callable[[], int] = lambda: 0
     _stopping: bool = field(default=False, init=False)
 
     def stop(self) -> None:
@@ -52,6 +54,7 @@ class InboxProcessor:
         with self.sessions.begin() as session:
             if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
                 return 0
+        self.read_journal()
         processed = 0
         after = 0
         while True:

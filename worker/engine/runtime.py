@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -31,6 +32,7 @@ from worker.store import migrate
 from worker.store.db import is_postgres, make_engine, readonly_session_factory, session_factory
 from worker.store.group_commit import GroupCommitWriter
 from worker.store.holders import holder_id
+from worker.store.journal import JournalReader, JournalWriter, journal_dir
 
 DEFAULT_RESOLUTION_HOLD = timedelta(minutes=15)
 
@@ -52,12 +54,13 @@ class Runtime:
     planner: Planner
     executor: Executor
     ticks: Ticks
-    writer: GroupCommitWriter
+    writer: GroupCommitWriter | JournalWriter
     clients: Clients
     comms: Communications
     deliverer: StatusDeliverer
     notes: NoteDeliverer
     cadence: Cadence
+    journal: Path | None = None  # the intake journal's folder (SQLite file databases)
     clock: Clock = utcnow
     loops: dict[str, BackgroundLoop] = field(default_factory=dict)
 
@@ -87,6 +90,7 @@ class Runtime:
         holder = holder_id()
         sources = build_sources(settings)
         outbound = Clients(settings, **(clients or {}))
+        journal = _journal(engine)
         comms = Communications(catalog=catalog)
         runtime = cls(
             settings=settings,
@@ -106,6 +110,7 @@ class Runtime:
                 # SQLite has one writer, and storing webhooks must not wait behind classification; PostgreSQL
                 # writes concurrently, so its processor need not step aside between deliveries.
                 yield_ratio=0.0 if is_postgres(engine) else 1.0,
+                read_journal=JournalReader(engine, journal).run_once if journal else lambda: 0,
             ),
             planner=Planner(catalog=catalog, playbooks=playbooks, settings=settings),
             executor=Executor(
@@ -118,12 +123,13 @@ class Runtime:
                 **{"claim_ttl": timedelta(seconds=settings.executor_claim_seconds), **(executor_options or {})},
             ),
             ticks=Ticks(sessions=sessions, catalog=catalog, intake=intake, clock=clock),
-            writer=GroupCommitWriter(engine),
+            writer=JournalWriter(engine, journal) if journal else GroupCommitWriter(engine),
             clients=outbound,
             comms=comms,
             deliverer=StatusDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),
             notes=NoteDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),
             cadence=Cadence(sessions=sessions, catalog=catalog, clients=outbound, comms=comms, clock=clock),
+            journal=journal,
             clock=clock,
         )
         runtime._wire()
@@ -233,3 +239,12 @@ class Runtime:
         self.deliverer.release()
         self.notes.release()
         self.engine.dispose()
+
+
+def _journal(engine: Engine) -> Path | None:
+    """The intake journal's folder for a SQLite file database; None where webhooks go straight to the table
+    (PostgreSQL writes concurrently and serves several replicas; an in-memory SQLite has no file)."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return journal_dir(database)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from worker.engine.runtime import Runtime
-from worker.store import controls, inbox
+from worker.store import controls, inbox, journal
 
 bp = Blueprint("health", __name__)
 
@@ -30,4 +30,6 @@ def readyz() -> tuple[Response, int]:
         with runtime.readonly_sessions() as session:
             body["inbox"] = inbox.counts(session)
             body["paused"] = [p.scope for p in controls.active(session)]
+        if runtime.journal is not None:  # webhooks answered but not yet moved into the inbox table
+            body["journal_unread_bytes"] = journal.backlog(runtime.journal, runtime.engine).unread_bytes
     return jsonify(body), 200 if database else 503

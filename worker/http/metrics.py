@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from worker import __version__
 from worker.engine.runtime import Runtime
-from worker.store import stats
+from worker.store import journal, stats
 
 bp = Blueprint("metrics", __name__)
 
@@ -48,10 +48,20 @@ class _DatabaseCollector(Collector):
         up.add_metric([], 1)
         yield up
         yield _by("incident_worker_inbox_deliveries", "Stored webhook deliveries by state", ["state"], now.deliveries)
+        oldest = now.oldest_pending_seconds
+        if self.runtime.journal is not None:
+            waiting = journal.backlog(self.runtime.journal, self.runtime.engine)
+            if waiting.oldest is not None:  # stored in the journal, not yet in the table: waiting all the same
+                oldest = max(oldest, (self.runtime.clock() - waiting.oldest).total_seconds())
+            yield GaugeMetricFamily(
+                "incident_worker_intake_journal_unread_bytes",
+                "Webhooks stored in the intake journal and not yet moved into the inbox table (SQLite)",
+                value=waiting.unread_bytes,
+            )
         yield GaugeMetricFamily(
             "incident_worker_inbox_oldest_pending_seconds",
             "Age of the oldest delivery not yet classified (0 when none waits)",
-            value=now.oldest_pending_seconds,
+            value=oldest,
         )
         yield _by(
             "incident_worker_open_incidents", "Incidents not resolved", ["severity", "status"], now.open_incidents

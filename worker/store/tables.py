@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -34,6 +45,26 @@ class Delivery(Base):
     processed_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
     incident_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class JournalOffset(Base):
+    """How far the inbox has read each intake journal file (store/journal.py): moved in the same
+    transaction as the deliveries read, so each journal record becomes exactly one row."""
+
+    __tablename__ = "journal_offsets"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
+
+
+class IdReservation(Base):
+    """The next delivery id not yet handed out: journal writers reserve blocks of ids from it, so a
+    webhook's answer can name its row before the row exists."""
+
+    __tablename__ = "id_reservations"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_id: Mapped[int] = mapped_column(BigInteger)
 
 
 class ProcessedEvent(Base):

@@ -1,0 +1,365 @@
+"""The intake journal (SQLite): a webhook is appended to a file before it is answered, and the background
+process moves it into the inbox table.
+
+Why: on SQLite every request that writes the database itself hands the GIL away at least once (and
+queues behind gunicorn's busy threads to get it back) and holds up the one writer slot the background
+process needs; that cost ~25 % of intake throughput however the writes were batched (README,
+Performance). Appending a record is one `write(2)` made while holding the GIL (~2 µs, no thread switch).
+
+Durability is the same as a SQLite commit in WAL mode with synchronous=NORMAL (the default): once
+`write` returns, the record is in the kernel's page cache, so it survives kill -9 of any process, and
+like a WAL commit without fsync it is not safe against a power loss.
+
+Each web process writes its own file (`<pid>-<ns>.log` in `<database>.inbox/`) and holds an exclusive
+`flock` on it while it lives, so the reader can tell a record still being written (writer alive) from
+a torn one (writer dead: nothing after it was ever answered, since records are appended under one lock
+and a request is answered only after its record is complete). Records are
+`<u32 length><u32 crc32><json head>\\n<raw body>`. The reader keeps how far it read each file in
+`journal_offsets`, in the same transaction as the rows it inserts, so each record becomes one row once.
+
+Duplicates are answered from memory: the writer knows every key stored in the retention window (read
+from the table and the unread journal when it starts) and every key it wrote since. Ids come from
+blocks reserved in `id_reservations`, so the answer names the row the delivery will have.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, bindparam, delete, func, select
+from sqlalchemy.dialects import sqlite
+
+from worker.domain.clock import as_utc
+from worker.store.db import readonly_session_factory, session_factory
+from worker.store.inbox import DEDUP_KEY_LENGTH, RETENTION, NewDelivery, Stored, fit_key
+from worker.store.tables import Delivery, IdReservation, JournalOffset
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<II")  # payload length, crc32 of the payload
+_RESERVATION = "deliveries"
+ROTATE_BYTES = 64 << 20  # a full file is closed (then read to its end and deleted) and a new one begun
+
+# libc's write(2) called without releasing the GIL: for a few KiB into the page cache that costs less
+# than the thread switch that os.write's release and re-acquire cost under load.
+_libc = ctypes.PyDLL(None, use_errno=True)
+_write = _libc.write
+_write.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t)
+_write.restype = ctypes.c_ssize_t
+
+
+def journal_dir(database: str) -> Path:
+    """Where the journal files of the SQLite database at `database` live (not `-journal`: SQLite's own)."""
+    return Path(f"{database}.inbox")
+
+
+def encode(ident: int, key: str, item: NewDelivery) -> bytes:
+    head = json.dumps([ident, item.source, key, item.received_at.isoformat(), item.headers]).encode()
+    payload = head + b"\n" + item.body  # JSON escapes control characters: the first newline ends the head
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+@dataclass(frozen=True)
+class Record:
+    id: int
+    source: str
+    dedup_key: str
+    received_at: datetime
+    headers: dict[str, str]
+    body: bytes
+    end: int  # the file offset just past this record
+
+
+def read_records(data: bytes, start: int = 0) -> tuple[list[Record], bool]:
+    """Complete records in `data` from `start`, and whether all of it was read (else the rest is a record
+    still being written, or torn)."""
+    records = []
+    at = start
+    while at + _HEADER.size <= len(data):
+        length, crc = _HEADER.unpack_from(data, at)
+        end = at + _HEADER.size + length
+        if end > len(data):
+            break
+        payload = data[at + _HEADER.size : end]
+        if zlib.crc32(payload) != crc:
+            break
+        head, _, body = payload.partition(b"\n")
+        ident, source, key, received_at, headers = json.loads(head)
+        records.append(Record(ident, source, key, datetime.fromisoformat(received_at), headers, body, end))
+        at = end
+    return records, at == len(data)
+
+
+class JournalWriter:
+    """Stores deliveries by appending them to this process's journal file; `store()` returns once the
+    record is written (or finds its duplicate)."""
+
+    BLOCK = 1024  # ids reserved per database write
+
+    def __init__(self, engine: Engine, directory: Path, *, retention: timedelta = RETENTION):
+        self._engine = engine
+        self._directory = directory
+        self._retention = retention
+        self._lock = threading.Lock()
+        self._fd = -1
+        self._size = 0
+        self._keys: OrderedDict[tuple[str, str], tuple[int, datetime]] | None = None
+        self._ids: Iterator[int] = iter(())
+
+    def store(self, item: NewDelivery, *, timeout: float = 10.0) -> Stored:
+        """Durably store one delivery (or find its duplicate); raises if it cannot be written."""
+        key = (item.source, fit_key(item.dedup_key, DEDUP_KEY_LENGTH))
+        if not self._lock.acquire(timeout=timeout):
+            raise TimeoutError("the journal did not store the delivery in time")
+        try:
+            if self._keys is None:
+                self._keys = self._known_keys()
+            if (known := self._keys.get(key)) is not None:
+                return Stored(known[0], duplicate=True)
+            ident = next(self._ids, None)
+            if ident is None:
+                self._ids = self._reserve()
+                ident = next(self._ids)
+            self._append(encode(ident, key[1], item))
+            self._keys[key] = (ident, item.received_at)
+            self._forget_before(item.received_at - self._retention)
+            return Stored(ident, duplicate=False)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_file()
+
+    def _append(self, record: bytes) -> None:
+        if self._fd < 0:
+            self._open_file()
+        written = _write(self._fd, record, len(record))
+        if written != len(record):
+            code = ctypes.get_errno() if written < 0 else errno.ENOSPC
+            # A partial record must not stay in front of the next one: cut it off, or give the file up.
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self._close_file()  # the reader discards a dead writer's torn tail
+            raise OSError(code, f"cannot append to the intake journal: {os.strerror(code)}")
+        self._size += written
+        if self._size >= ROTATE_BYTES:
+            self._close_file()
+
+    def _open_file(self) -> None:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        path = self._directory / f"{os.getpid()}-{time.time_ns()}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held while this process lives: tells the reader a writer is alive
+        self._fd, self._size = fd, 0
+
+    def _close_file(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)  # releases the flock: the reader may now read the file to its end and delete it
+
+    def _reserve(self) -> Iterator[int]:
+        """A block of ids no one else holds: above every stored row and every earlier reservation."""
+        with session_factory(self._engine).begin() as session:
+            reserved = session.get(IdReservation, _RESERVATION)
+            stored = session.scalar(select(func.max(Delivery.id))) or 0
+            first = max(stored + 1, reserved.next_id if reserved else 1)
+            if reserved is None:
+                session.add(IdReservation(name=_RESERVATION, next_id=first + self.BLOCK))
+            else:
+                reserved.next_id = first + self.BLOCK
+        return iter(range(first, first + self.BLOCK))
+
+    def _known_keys(self) -> OrderedDict[tuple[str, str], tuple[int, datetime]]:
+        """Every key stored in the table or still in a journal. Read twice around the journal files: a
+        file may be read into the table and deleted between the two reads, never before the first."""
+        keys: dict[tuple[str, str], tuple[int, datetime]] = {}
+        keys.update(self._stored_keys())
+        offsets = read_offsets(self._engine)
+        for path in sorted(self._directory.glob("*.log")):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue  # read to its end and deleted meanwhile: its keys are in the second read
+            for record in read_records(data, offsets.get(path.name, 0))[0]:
+                keys.setdefault((record.source, record.dedup_key), (record.id, record.received_at))
+        keys.update(self._stored_keys())
+        return OrderedDict(sorted(keys.items(), key=lambda item: item[1][1]))  # oldest first, for forgetting
+
+    def _stored_keys(self) -> Iterator[tuple[tuple[str, str], tuple[int, datetime]]]:
+        with readonly_session_factory(self._engine)() as session:
+            rows = session.execute(select(Delivery.source, Delivery.dedup_key, Delivery.id, Delivery.received_at))
+            for source, key, ident, received_at in rows:
+                yield (source, key), (ident, as_utc(received_at))  # SQLite reads them back naive
+
+    def _forget_before(self, cutoff: datetime) -> None:
+        # The table forgets processed deliveries after the same retention (inbox.prune).
+        assert self._keys is not None
+        while self._keys:
+            oldest = next(iter(self._keys.values()))
+            if oldest[1] >= cutoff:
+                return
+            self._keys.popitem(last=False)
+
+
+class JournalReader:
+    """Moves journal records into the inbox table (run by the inbox processor, which holds its lease)."""
+
+    MAX_BATCH_BYTES = 4 << 20  # read per transaction, so one transaction never holds the writer slot long
+
+    def __init__(self, engine: Engine, directory: Path):
+        self._sessions = session_factory(engine)
+        self._directory = directory
+        self._read_to: dict[str, int] = {}  # file sizes already read to the end (any offset row says as much)
+        table = Delivery.__table__
+        self._insert = (
+            sqlite.insert(table)
+            .values(
+                id=bindparam("id"),
+                source=bindparam("source"),
+                dedup_key=bindparam("dedup_key"),
+                received_at=bindparam("received_at"),
+                headers=bindparam("headers"),
+                body=bindparam("body"),
+                state="pending",
+                attempts=0,
+            )
+            .on_conflict_do_nothing(index_elements=["source", "dedup_key"])  # another web process stored it
+        )
+
+    def run_once(self) -> int:
+        """Read every journal file as far as it is complete; returns the records moved into the table."""
+        if not self._directory.is_dir():
+            return 0
+        moved = 0
+        for path in sorted(self._directory.glob("*.log")):
+            moved += self._read_file(path)
+        return moved
+
+    def _read_file(self, path: Path) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        moved = 0
+        try:
+            # The writer's lock free means it is gone (closed the file, or died): what is there is all there
+            # will ever be. Held until the file is deleted, so no one else reads it as final meanwhile.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                final = True
+            except BlockingIOError:
+                final = False
+            size = os.fstat(fd).st_size
+            if not final and self._read_to.get(path.name) == size:
+                return 0  # nothing new: no need to take the database's write lock to find that out
+            while True:
+                batch, complete = self._read_batch(path.name, fd)
+                moved += batch
+                if not batch:
+                    break
+            self._read_to[path.name] = size
+            if final:
+                self._finish(path, complete)
+        finally:
+            os.close(fd)
+        return moved
+
+    def _read_batch(self, name: str, fd: int) -> tuple[int, bool]:
+        with self._sessions.begin() as session:
+            offset = session.get(JournalOffset, name)
+            start = offset.offset if offset else 0
+            data = os.pread(fd, self.MAX_BATCH_BYTES, start)
+            records, complete = read_records(data)
+            if records:
+                session.execute(self._insert, [_row(r) for r in records])
+                end = start + records[-1].end
+                if offset is None:
+                    session.add(JournalOffset(name=name, offset=end))
+                else:
+                    offset.offset = end
+            # Whole only if nothing is left after what was read (a batch may stop short of the file's end).
+            complete = complete and os.fstat(fd).st_size == start + len(data)
+            return len(records), complete
+
+    def _finish(self, path: Path, complete: bool) -> None:
+        if not complete:
+            # Its writer is gone and the rest of the file is no record: a write cut short (never answered,
+            # see the module docstring), or damage. Kept aside for a person to look at, never read again.
+            log.warning("intake journal %s ends in an incomplete record; moved aside as %s.bad", path, path.name)
+            path.rename(path.with_name(path.name + ".bad"))
+        else:
+            path.unlink(missing_ok=True)
+        with self._sessions.begin() as session:
+            session.execute(delete(JournalOffset).where(JournalOffset.name == path.name))
+        self._read_to.pop(path.name, None)
+
+
+def read_offsets(engine: Engine) -> dict[str, int]:
+    """How far each journal file has been moved into the table, by file name."""
+    with readonly_session_factory(engine)() as session:
+        return {name: offset for name, offset in session.execute(select(JournalOffset.name, JournalOffset.offset))}
+
+
+@dataclass(frozen=True)
+class Backlog:
+    unread_bytes: int
+    oldest: datetime | None  # when the oldest record not yet in the table was received
+
+
+def backlog(directory: Path, engine: Engine) -> Backlog:
+    """What the journal holds that the table does not yet (cheap: sizes, offsets, one record per file)."""
+    offsets = read_offsets(engine)
+    unread, oldest = 0, None
+    for path in directory.glob("*.log") if directory.is_dir() else ():
+        try:
+            with path.open("rb") as file:
+                start = offsets.get(path.name, 0)
+                size = os.fstat(file.fileno()).st_size
+                head = os.pread(file.fileno(), _HEADER.size, start)
+                first = (
+                    os.pread(file.fileno(), _HEADER.size + _HEADER.unpack(head)[0], start) if len(head) == 8 else b""
+                )
+        except FileNotFoundError:
+            continue  # read to its end and deleted meanwhile
+        unread += size - start
+        records = read_records(first)[0]
+        if records and (oldest is None or records[0].received_at < oldest):
+            oldest = records[0].received_at
+    return Backlog(unread, oldest)
+
+
+def pending(directory: Path, engine: Engine) -> int:
+    """Records in the journal not yet in the table (for benchmarks and tests)."""
+    offsets = read_offsets(engine)
+    count = 0
+    for path in directory.glob("*.log") if directory.is_dir() else ():
+        count += len(read_records(path.read_bytes(), offsets.get(path.name, 0))[0])
+    return count
+
+
+def _row(record: Record) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "source": record.source,
+        "dedup_key": record.dedup_key,
+        "received_at": record.received_at,
+        "headers": record.headers,
+        "body": record.body,
+    }
