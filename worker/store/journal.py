@@ -14,7 +14,7 @@ Each web process writes its own file (`<pid>-<ns>.log` in `<database>.inbox/`) a
 `flock` on it while it lives, so the reader can tell a record still being written (writer alive) from
 a torn one (writer dead: nothing after it was ever answered, since records are appended under one lock
 and a request is answered only after its record is complete). Records are
-`<u32 length><u32 crc32><json head>\\n<raw body>`. The reader keeps how far it read each file in
+`<u32 length><u32 crc32><json head>\\n<raw body><u64 id>`. The reader keeps how far it read each file in
 `journal_offsets`, in the same transaction as the rows it inserts, so each record becomes one row once.
 
 Duplicates are answered from memory: the writer knows every key stored in the retention window (read
@@ -51,7 +51,8 @@ from worker.store.tables import Delivery, IdReservation, JournalOffset
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("<II")  # payload length, crc32 of the payload
+_HEADER = struct.Struct("<II")  # length and crc32 of what follows: the payload, then the id
+_ID = struct.Struct("<Q")
 _RESERVATION = "deliveries"
 ROTATE_BYTES = 64 << 20  # a full file is closed (then read to its end and deleted) and a new one begun
 
@@ -68,10 +69,23 @@ def journal_dir(database: str) -> Path:
     return Path(f"{database}.inbox")
 
 
+class Encoded:
+    """A delivery's record, but for its id: built before the writer's lock is taken, finished under it."""
+
+    __slots__ = ("payload", "crc")
+
+    def __init__(self, key: str, item: NewDelivery):
+        head = json.dumps([item.source, key, item.received_at.isoformat(), item.headers]).encode()
+        self.payload = head + b"\n" + item.body  # JSON escapes control characters: the first newline ends the head
+        self.crc = zlib.crc32(self.payload)
+
+    def record(self, ident: int) -> bytes:
+        tail = _ID.pack(ident)
+        return _HEADER.pack(len(self.payload) + _ID.size, zlib.crc32(tail, self.crc)) + self.payload + tail
+
+
 def encode(ident: int, key: str, item: NewDelivery) -> bytes:
-    head = json.dumps([ident, item.source, key, item.received_at.isoformat(), item.headers]).encode()
-    payload = head + b"\n" + item.body  # JSON escapes control characters: the first newline ends the head
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+    return Encoded(key, item).record(ident)
 
 
 @dataclass(frozen=True)
@@ -98,8 +112,9 @@ def read_records(data: bytes, start: int = 0) -> tuple[list[Record], bool]:
         payload = data[at + _HEADER.size : end]
         if zlib.crc32(payload) != crc:
             break
-        head, _, body = payload.partition(b"\n")
-        ident, source, key, received_at, headers = json.loads(head)
+        (ident,) = _ID.unpack_from(payload, len(payload) - _ID.size)
+        head, _, body = payload[: -_ID.size].partition(b"\n")
+        source, key, received_at, headers = json.loads(head)
         records.append(Record(ident, source, key, datetime.fromisoformat(received_at), headers, body, end))
         at = end
     return records, at == len(data)
@@ -124,6 +139,9 @@ class JournalWriter:
     def store(self, item: NewDelivery, *, timeout: float = 10.0) -> Stored:
         """Durably store one delivery (or find its duplicate); raises if it cannot be written."""
         key = (item.source, fit_key(item.dedup_key, DEDUP_KEY_LENGTH))
+        # Encoded outside the lock: a thread made to give up the GIL while holding it stalls every other
+        # request at the lock, so it guards only the look-up, the id and the write.
+        encoded = Encoded(key[1], item)
         if not self._lock.acquire(timeout=timeout):
             raise TimeoutError("the journal did not store the delivery in time")
         try:
@@ -135,7 +153,7 @@ class JournalWriter:
             if ident is None:
                 self._ids = self._reserve()
                 ident = next(self._ids)
-            self._append(encode(ident, key[1], item))
+            self._append(encoded.record(ident))
             self._keys[key] = (ident, item.received_at)
             self._forget_before(item.received_at - self._retention)
             return Stored(ident, duplicate=False)
