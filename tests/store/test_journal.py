@@ -242,6 +242,7 @@ def test_a_failed_write_leaves_no_partial_record_behind(
 
 def test_keys_are_forgotten_after_the_retention_window(engine: Engine, directory: Path) -> None:
     writer = JournalWriter(engine, directory, retention=timedelta(hours=72))
+    writer.FORGET_EVERY = 1
     try:
         first = writer.store(item("old", at=START))
         assert writer.store(item("old", at=START + timedelta(hours=71))).id == first.id
@@ -297,3 +298,27 @@ def test_storing_from_many_threads_while_the_reader_runs(
         thread.join()
     moved.append(reader.run_once())
     assert sum(moved) == 400 and sorted(rows(engine)) == sorted(answered)
+
+
+def test_the_next_block_of_ids_is_reserved_in_the_background_before_it_is_needed(
+    engine: Engine, writer: JournalWriter, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer.BLOCK = 64
+    reserved_by: list[str] = []
+    original = JournalWriter._reserve_block
+
+    def recording(self: JournalWriter) -> range:
+        reserved_by.append(threading.current_thread().name)
+        return original(self)
+
+    monkeypatch.setattr(JournalWriter, "_reserve_block", recording)
+    writer.prepare()  # the first block, before any request
+    answered = []
+    for n in range(200):
+        answered.append(writer.store(item(f"k{n}")).id)
+        time.sleep(0.001)  # give the background reservation its moment, as request gaps would
+    assert reserved_by[0] == threading.current_thread().name
+    assert reserved_by.count("journal-ids") >= 2  # later blocks were ready before they were needed
+    assert len(set(answered)) == 200
+    assert JournalReader(engine, directory).run_once() == 200
+    assert sorted(rows(engine)) == sorted(answered)

@@ -38,7 +38,12 @@ class WebServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        return create_app(Runtime.build(self.settings, migrate_db=False))
+        runtime = Runtime.build(self.settings, migrate_db=False)
+        try:
+            runtime.writer.prepare()  # before the first requests, which would otherwise queue behind it
+        except Exception:  # noqa: BLE001 - the first webhook prepares it instead (or answers 503)
+            log.warning("could not prepare webhook storage at start; the first webhook will", exc_info=True)
+        return create_app(runtime)
 
 
 def run_web(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:

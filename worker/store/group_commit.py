@@ -83,6 +83,9 @@ class GroupCommitWriter:
         assert waiter.result is not None
         return waiter.result
 
+    def prepare(self) -> None:
+        """Nothing to do before the first request (the journal writer's counterpart reads and reserves)."""
+
     def close(self) -> None:
         with self._lock:
             if not self._writing:
