@@ -70,20 +70,25 @@ def journal_dir(database: str) -> Path:
     return Path(f"{database}.inbox")
 
 
-def _payload(key: str, item: NewDelivery) -> bytes:
-    head = json.dumps([item.source, key, item.received_at.isoformat(), item.headers]).encode()
-    return head + b"\n" + item.body  # JSON escapes control characters: the first newline ends the head
+def _head(key: str, item: NewDelivery) -> bytes:
+    # JSON escapes control characters, so the first newline after the head ends it.
+    return json.dumps([item.source, key, item.received_at.isoformat(), item.headers]).encode()
 
 
-def _frame(payload: bytes, crc: int, ident: int) -> bytes:
-    tail = _ID.pack(ident)
-    return _HEADER.pack(len(payload) + _ID.size, zlib.crc32(tail, crc)) + payload + tail
+def _crc(head: bytes, body: bytes) -> int:
+    return zlib.crc32(body, zlib.crc32(b"\n", zlib.crc32(head)))
+
+
+def _frame(head: bytes, body: bytes, crc: int, ident: int) -> bytes:
+    tail = _ID.pack(ident)  # the id goes last, so everything before it can be prepared before the id is known
+    length = len(head) + 1 + len(body) + _ID.size
+    return b"".join((_HEADER.pack(length, zlib.crc32(tail, crc)), head, b"\n", body, tail))
 
 
 def encode(ident: int, key: str, item: NewDelivery) -> bytes:
     """One delivery's journal record."""
-    payload = _payload(key, item)
-    return _frame(payload, zlib.crc32(payload), ident)
+    head = _head(key, item)
+    return _frame(head, item.body, _crc(head, item.body), ident)
 
 
 @dataclass(frozen=True)
@@ -141,8 +146,8 @@ class JournalWriter:
     def store(self, item: NewDelivery, *, timeout: float = 10.0) -> Stored:
         """Durably store one delivery (or find its duplicate); raises if it cannot be written."""
         key = (item.source, fit_key(item.dedup_key, DEDUP_KEY_LENGTH))
-        payload = _payload(key[1], item)
-        crc = zlib.crc32(payload)
+        head, body = _head(key[1], item), item.body
+        crc = _crc(head, body)
         if not self._lock.acquire(timeout=timeout):
             raise TimeoutError("the journal did not store the delivery in time")
         try:
@@ -157,8 +162,9 @@ class JournalWriter:
                     ident = self._refill(ident)
                 if self._fd < 0:
                     self._open_file()
-                tail = _ID.pack(ident)  # _frame, inlined
-                record = _HEADER.pack(len(payload) + _ID.size, zlib.crc32(tail, crc)) + payload + tail
+                tail = _ID.pack(ident)  # _frame, inlined: one copy of the body, no call into Python code
+                length = len(head) + 1 + len(body) + _ID.size
+                record = b"".join((_HEADER.pack(length, zlib.crc32(tail, crc)), head, b"\n", body, tail))
                 written = _write(self._fd, record, len(record))
                 if written != len(record):
                     self._undo_partial_write(written)
