@@ -322,3 +322,21 @@ def test_the_next_block_of_ids_is_reserved_in_the_background_before_it_is_needed
     assert len(set(answered)) == 200
     assert JournalReader(engine, directory).run_once() == 200
     assert sorted(rows(engine)) == sorted(answered)
+
+
+def test_a_new_file_is_never_taken_for_a_dead_writers(
+    engine: Engine, writer: JournalWriter, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_flock = fcntl.flock
+    reader = JournalReader(engine, directory)
+
+    def reader_comes_first(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX:  # the writer about to lock its new file: the reader looks just then
+            reader.run_once()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", reader_comes_first)
+    answered = [writer.store(item(f"k{n}")).id for n in range(3)]
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    assert reader.run_once() == 3
+    assert sorted(rows(engine)) == sorted(answered)

@@ -158,8 +158,8 @@ class JournalWriter:
             known = keys.get(key)
             if known is None:
                 ident = next(self._ids, None)
-                if ident is None or ident == self._refill_at:
-                    ident = self._refill(ident)
+                if ident is None:
+                    ident = self._refill()
                 if self._fd < 0:
                     self._open_file()
                 tail = _ID.pack(ident)  # _frame, inlined: one copy of the body, no call into Python code
@@ -176,18 +176,17 @@ class JournalWriter:
             self._lock.release()
         if known is not None:
             return Stored(known[0], duplicate=True)
+        if ident == self._refill_at:  # the low-water mark: reserve the next block now, in another thread
+            threading.Thread(target=self._reserve_next, name="journal-ids", daemon=True).start()
         self._stores += 1
         if self._stores % self.FORGET_EVERY == 0:
             with self._lock:
                 self._forget_before(item.received_at - self._retention)
         return Stored(ident, duplicate=False)
 
-    def _refill(self, ident: int | None) -> int:
-        """At the low-water mark, reserve the next block in another thread (reserving writes the database,
-        which must not happen under the lock); once the block is used up, switch to it (or reserve now)."""
-        if ident is not None:
-            threading.Thread(target=self._reserve_next, name="journal-ids", daemon=True).start()
-            return ident
+    def _refill(self) -> int:
+        """The block is used up: switch to the next one, reserved in the background (reserving writes the
+        database, which must not happen under the lock), or reserve one now if it is not there."""
         block, self._next_block = self._next_block, None
         if block is None:
             return self._reserve()
@@ -226,8 +225,12 @@ class JournalWriter:
     def _open_file(self) -> None:
         self._directory.mkdir(parents=True, exist_ok=True)
         path = self._directory / f"{os.getpid()}-{time.time_ns()}.log"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        # Created under another name and locked before it becomes a .log: a reader that found the file
+        # unlocked would take its writer for dead, delete it, and leave this process writing to no file.
+        making = path.with_suffix(".new")
+        fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)  # held while this process lives: tells the reader a writer is alive
+        os.rename(making, path)
         self._fd, self._size = fd, 0
 
     def _close_file(self) -> None:
