@@ -23,7 +23,6 @@ from worker.http.app import create_app
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
-WEB_SWITCH_INTERVAL = 0.05  # seconds; see WebServer.load
 
 
 class WebServer(BaseApplication):  # type: ignore[misc]
@@ -39,11 +38,6 @@ class WebServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        # Requests here are short and block on the socket often; a longer interval than CPython's 5 ms means
-        # fewer forced GIL hand-offs in the middle of a request, where one can land inside the intake
-        # journal's lock and make the other threads queue on it (measured: +4-6 % webhooks/s at 64
-        # connections, no change at 8; a request's own CPU is never longer than a few ms).
-        sys.setswitchinterval(WEB_SWITCH_INTERVAL)
         runtime = Runtime.build(self.settings, migrate_db=False)
         try:
             runtime.writer.prepare()  # before the first requests, which would otherwise queue behind it
