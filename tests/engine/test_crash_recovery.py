@@ -207,3 +207,17 @@ def test_kill_9_right_after_202_then_restart_processes_every_accepted_delivery_o
     print(
         f"{unprocessed_at_kill} of {total} deliveries were still unprocessed at the kill ({in_journal} in the journal)"
     )
+
+
+def test_a_failing_journal_does_not_stop_processing_what_the_inbox_holds(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store(runtime, "incident.triggered.json", "d1")
+    runtime.processor.read_journal()  # in the table now (on PostgreSQL it always was)
+
+    def unreadable() -> int:
+        raise RuntimeError("the intake journal cannot be read")
+
+    monkeypatch.setattr(runtime.processor, "read_journal", unreadable)
+    assert runtime.processor.run_once() == 1
+    assert counts(runtime)["done"] == 1

@@ -22,7 +22,7 @@ from worker.store import journal, migrate
 from worker.store.db import make_engine, session_factory
 from worker.store.inbox import NewDelivery
 from worker.store.journal import JournalReader, JournalWriter, journal_dir
-from worker.store.tables import Delivery
+from worker.store.tables import Delivery, JournalOffset
 
 START = datetime(2026, 11, 24, 2, 47, 0, 123456, tzinfo=UTC)
 
@@ -240,14 +240,40 @@ def test_a_failed_write_leaves_no_partial_record_behind(
     assert sorted(r.dedup_key for r in rows(engine).values()) == ["after", "before", "lost"]
 
 
-def test_keys_are_forgotten_after_the_retention_window(engine: Engine, directory: Path) -> None:
-    writer = JournalWriter(engine, directory, retention=timedelta(hours=72))
+def test_keys_are_forgotten_after_the_retention_window_whatever_the_clock_said(engine: Engine, directory: Path) -> None:
+    now = [1000.0]
+    writer = JournalWriter(engine, directory, retention=timedelta(hours=72), monotonic=lambda: now[0])
     writer.FORGET_EVERY = 1
+    hour = 3600.0
     try:
         first = writer.store(item("old", at=START))
-        assert writer.store(item("old", at=START + timedelta(hours=71))).id == first.id
-        writer.store(item("new", at=START + timedelta(hours=73)))
-        assert not writer.store(item("old", at=START + timedelta(hours=73))).duplicate
+        writer.store(item("from-the-future", at=START + timedelta(days=365)))  # a wrong clock at the sender
+        now[0] += 71 * hour
+        assert writer.store(item("old", at=START)).id == first.id  # within 72 h: still a duplicate
+        now[0] += 2 * hour
+        writer.store(item("new", at=START))  # the sweep: both of the first two are 73 h old
+        assert not writer.store(item("old", at=START)).duplicate
+        assert not writer.store(item("from-the-future", at=START)).duplicate
+        assert writer.store(item("new", at=START)).duplicate
+    finally:
+        writer.close()
+
+
+def test_keys_read_at_start_are_forgotten_by_their_age(engine: Engine, directory: Path) -> None:
+    old = JournalWriter(engine, directory)
+    old.store(item("three-days-ago", at=START - timedelta(hours=73)))
+    old.store(item("future", at=START + timedelta(days=365)))
+    old.close()
+    now = [50.0]
+    writer = JournalWriter(
+        engine, directory, retention=timedelta(hours=72), clock=lambda: START, monotonic=lambda: now[0]
+    )
+    writer.FORGET_EVERY = 1
+    try:
+        writer.prepare()
+        writer.store(item("today", at=START))  # sweeps: the 73-hour-old key goes, the future one counts as now
+        assert not writer.store(item("three-days-ago")).duplicate
+        assert writer.store(item("future")).duplicate
     finally:
         writer.close()
 
@@ -329,14 +355,186 @@ def test_a_new_file_is_never_taken_for_a_dead_writers(
 ) -> None:
     real_flock = fcntl.flock
     reader = JournalReader(engine, directory)
+    looked: list[bool] = []
 
     def reader_comes_first(fd: int, operation: int) -> None:
-        if operation == fcntl.LOCK_EX:  # the writer about to lock its new file: the reader looks just then
+        # The writer about to lock its new file (the only blocking lock of a file in the journal folder):
+        # the reader looks just then.
+        if operation == fcntl.LOCK_EX and not looked and os.readlink(f"/proc/self/fd/{fd}").startswith(str(directory)):
+            looked.append(True)
             reader.run_once()
         real_flock(fd, operation)
 
     monkeypatch.setattr(fcntl, "flock", reader_comes_first)
     answered = [writer.store(item(f"k{n}")).id for n in range(3)]
     monkeypatch.setattr(fcntl, "flock", real_flock)
-    assert reader.run_once() == 3
+    assert looked and reader.run_once() == 3
     assert sorted(rows(engine)) == sorted(answered)
+
+
+def test_zeros_after_a_dead_writers_records_are_set_aside_not_an_error(
+    engine: Engine, writer: JournalWriter, directory: Path
+) -> None:
+    writer.store(item("a"))
+    writer.store(item("b"))
+    (path,) = log_files(directory)
+    writer.close()
+    with path.open("ab") as file:  # what a host crash can leave after the last write (eight zeros pass a CRC)
+        file.write(b"\0" * 512)
+    restarted = JournalWriter(engine, directory)
+    try:
+        restarted.prepare()  # reading the known keys does not trip over the zeros
+        assert restarted.store(item("a")).duplicate
+        assert journal.backlog(directory, engine).oldest == START
+        assert JournalReader(engine, directory).run_once() == 2
+        assert sorted(r.dedup_key for r in rows(engine).values()) == ["a", "b"]
+        assert journal.backlog(directory, engine).set_aside == 1  # shown in /readyz and /metrics
+    finally:
+        restarted.close()
+
+
+def test_a_record_whose_id_was_taken_is_stored_under_a_new_one(
+    engine: Engine, writer: JournalWriter, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer.prepare()
+    first = writer.store(item("first"))
+    # A row stored without a reserved id (say, by a web process of an older version during an upgrade)
+    # takes the next id of the table, inside this writer's block.
+    with session_factory(engine).begin() as session:
+        session.add(
+            Delivery(
+                id=first.id + 1, source="opsgenie", dedup_key="elsewhere", received_at=START, headers={}, body=b"{}"
+            )
+        )
+    second = writer.store(item("second"))
+    assert second.id == first.id + 1
+    with caplog.at_level(logging.WARNING, logger="worker.store.journal"):
+        assert JournalReader(engine, directory).run_once() == 2
+    stored = {r.dedup_key: r.id for r in rows(engine).values()}
+    assert stored["first"] == first.id and stored["elsewhere"] == first.id + 1
+    assert stored["second"] not in (first.id, first.id + 1)
+    assert f"answered as id {second.id}" in caplog.text
+
+
+def test_a_record_longer_than_a_batch_is_read_whole(
+    engine: Engine, writer: JournalWriter, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(JournalReader, "MAX_BATCH_BYTES", 1000)
+    writer.store(item("small"))
+    writer.store(item("large", body=b"x" * 5000))
+    writer.store(item("after"))
+    assert JournalReader(engine, directory).run_once() == 3  # while its writer lives
+    assert sorted(r.dedup_key for r in rows(engine).values()) == ["after", "large", "small"]
+
+
+def test_records_after_a_cut_off_short_write_are_read(
+    engine: Engine, writer: JournalWriter, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = JournalReader(engine, directory)
+    writer.store(item("before"))
+    assert reader.run_once() == 1
+    answered = item("answered")
+    length = len(journal.encode(0, "answered", answered))
+    real = journal._write
+
+    def short_write(fd: int, data: bytes, size: int) -> int:
+        written = os.write(fd, data[:length])  # disk full: only part of a longer record got in...
+        reader.run_once()  # ...and the reader looked just then, at a size the file will have again
+        return written
+
+    monkeypatch.setattr(journal, "_write", short_write)
+    with pytest.raises(OSError):
+        writer.store(item("too-long", body=b"x" * 5000))
+    monkeypatch.setattr(journal, "_write", real)
+    writer.store(answered)  # brings the file back to the size the reader saw
+    assert reader.run_once() == 1
+    assert sorted(r.dedup_key for r in rows(engine).values()) == ["answered", "before"]
+
+
+def test_ids_never_go_down_when_a_background_block_arrives_late(
+    engine: Engine, writer: JournalWriter, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer.BLOCK = 16
+    original = JournalWriter._reserve_block
+    reserved, release = threading.Event(), threading.Event()
+    calls = {"background": 0}
+
+    def reserve(self: JournalWriter) -> range:
+        if threading.current_thread().name != "journal-ids":
+            return original(self)
+        calls["background"] += 1
+        if calls["background"] == 1:
+            block = original(self)  # reserved, but handed over only after the request reserved its own
+            reserved.set()
+            release.wait(5)
+            return block
+        raise RuntimeError("database is locked")  # and the next background reservation fails
+
+    monkeypatch.setattr(JournalWriter, "_reserve_block", reserve)
+    writer.prepare()
+    ids = [writer.store(item(f"k{n}")).id for n in range(14)]
+    assert reserved.wait(5)
+    late = [t for t in threading.enumerate() if t.name == "journal-ids"]
+    ids += [writer.store(item(f"k{n}")).id for n in range(14, 17)]  # the 17th reserves in the request
+    release.set()
+    for thread in late:
+        thread.join()
+    for n in range(17, 40):
+        ids.append(writer.store(item(f"k{n}")).id)
+        for thread in [t for t in threading.enumerate() if t.name == "journal-ids"]:
+            thread.join()
+    assert ids == sorted(ids) and len(set(ids)) == 40  # the inbox processes in id order: arrival order
+    assert JournalReader(engine, directory).run_once() == 40
+
+
+def test_a_second_reader_never_reads_a_file_the_first_one_finished(
+    engine: Engine, writer: JournalWriter, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        writer.store(item(f"k{n}"))
+    (path,) = log_files(directory)
+    writer.close()
+    with path.open("ab") as file:
+        file.write(journal.encode(99, "torn", item("torn"))[:-3])  # a dead writer's torn tail
+    first, second = JournalReader(engine, directory), JournalReader(engine, directory)
+    real_flock = fcntl.flock
+    second_read: list[int] = []
+    real_read_batch = JournalReader._read_batch
+
+    def spy(self: JournalReader, name: str, fd: int) -> tuple[int, bool, int]:
+        result = real_read_batch(self, name, fd)
+        if self is second:
+            second_read.append(result[0])
+        return result
+
+    def first_finishes_meanwhile(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX | fcntl.LOCK_NB and not spy_done:
+            spy_done.append(True)
+            assert first.run_once() == 3  # the second has the file open; the first reads it and deletes it
+        real_flock(fd, operation)
+
+    spy_done: list[bool] = []
+    monkeypatch.setattr(JournalReader, "_read_batch", spy)
+    monkeypatch.setattr(fcntl, "flock", first_finishes_meanwhile)
+    assert second.run_once() == 0
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    assert spy_done and not any(second_read)
+    with session_factory(engine)() as session:
+        assert session.scalars(select(JournalOffset.name)).all() == []
+    assert len(rows(engine)) == 3
+
+
+def test_offsets_of_files_that_are_gone_and_stale_new_files_are_cleaned_up(
+    engine: Engine, writer: JournalWriter, directory: Path
+) -> None:
+    writer.store(item("k"))
+    with session_factory(engine).begin() as session:  # a reader stopped between deleting a file and its row
+        session.add(JournalOffset(name="1-1.log", offset=100))
+    stale, fresh = directory / "2-2.new", directory / "3-3.new"  # writers that died before naming them .log
+    stale.touch()
+    fresh.touch()
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    assert JournalReader(engine, directory).run_once() == 1
+    with session_factory(engine)() as session:
+        assert [o.name for o in session.scalars(select(JournalOffset))] == [log_files(directory)[0].name]
+    assert not stale.exists() and fresh.exists()  # a fresh one may be a writer about to rename it

@@ -54,7 +54,10 @@ class InboxProcessor:
         with self.sessions.begin() as session:
             if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
                 return 0
-        self.read_journal()
+        try:
+            self.read_journal()
+        except Exception:  # noqa: BLE001 - what is already in the table must still be processed
+            log.exception("moving the intake journal into the inbox failed; processing what the inbox holds")
         processed = 0
         after = 0
         while True:

@@ -31,5 +31,7 @@ def readyz() -> tuple[Response, int]:
             body["inbox"] = inbox.counts(session)
             body["paused"] = [p.scope for p in controls.active(session)]
         if runtime.journal is not None:  # webhooks answered but not yet moved into the inbox table
-            body["journal_unread_bytes"] = journal.backlog(runtime.journal, runtime.engine).unread_bytes
+            waiting = journal.backlog(runtime.journal, runtime.engine)
+            body["journal_unread_bytes"] = waiting.unread_bytes
+            body["journal_set_aside_files"] = waiting.set_aside
     return jsonify(body), 200 if database else 503

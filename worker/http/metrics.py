@@ -58,6 +58,11 @@ class _DatabaseCollector(Collector):
                 "Webhooks stored in the intake journal and not yet moved into the inbox table (SQLite)",
                 value=waiting.unread_bytes,
             )
+            yield GaugeMetricFamily(
+                "incident_worker_intake_journal_set_aside_files",
+                "Intake journal files whose end was no record (*.log.bad, after a crash): look at them",
+                value=waiting.set_aside,
+            )
         yield GaugeMetricFamily(
             "incident_worker_inbox_oldest_pending_seconds",
             "Age of the oldest delivery not yet classified (0 when none waits)",

@@ -24,6 +24,7 @@ blocks reserved in `id_reservations`, so the answer names the row the delivery w
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -36,7 +37,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,8 +45,10 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, delete, func, select
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from worker.domain.clock import as_utc
+from worker.domain.clock import Clock, as_utc, utcnow
 from worker.store.db import readonly_session_factory, session_factory
 from worker.store.inbox import DEDUP_KEY_LENGTH, RETENTION, NewDelivery, Stored, fit_key
 from worker.store.tables import Delivery, IdReservation, JournalOffset
@@ -54,6 +57,8 @@ log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<II")  # length and crc32 of what follows: the payload, then the id
 _ID = struct.Struct("<Q")
+_MIN_PAYLOAD = len(b'["",""]\n') + _ID.size  # less is no record (eight zero bytes would pass the CRC)
+MAX_RECORD_BYTES = 256 << 20  # a longer length in a header is damage (a delivery is at most a few MiB)
 _RESERVATION = "deliveries"
 ROTATE_BYTES = 64 << 20  # a full file is closed (then read to its end and deleted) and a new one begun
 
@@ -104,23 +109,38 @@ class Record:
 
 def read_records(data: bytes, start: int = 0) -> tuple[list[Record], bool]:
     """Complete records in `data` from `start`, and whether all of it was read (else the rest is a record
-    still being written, or torn)."""
+    still being written, or torn, or damage such as the zeros a crashed host may leave)."""
     records = []
     at = start
     while at + _HEADER.size <= len(data):
         length, crc = _HEADER.unpack_from(data, at)
         end = at + _HEADER.size + length
-        if end > len(data):
+        if length < _MIN_PAYLOAD or end > len(data):
             break
         payload = data[at + _HEADER.size : end]
         if zlib.crc32(payload) != crc:
             break
-        (ident,) = _ID.unpack_from(payload, len(payload) - _ID.size)
-        head, _, body = payload[: -_ID.size].partition(b"\n")
-        source, key, received_at, headers = json.loads(head)
-        records.append(Record(ident, source, key, datetime.fromisoformat(received_at), headers, body, end))
+        try:
+            records.append(_decode(payload, end))
+        except (ValueError, TypeError, struct.error):  # JSON and Unicode errors are ValueErrors
+            break
         at = end
     return records, at == len(data)
+
+
+def record_length(data: bytes) -> int | None:
+    """The length of the record `data` begins with, if its header is there and plausible."""
+    if len(data) < _HEADER.size:
+        return None
+    length = _HEADER.unpack_from(data)[0]
+    return _HEADER.size + length if _MIN_PAYLOAD <= length <= MAX_RECORD_BYTES else None
+
+
+def _decode(payload: bytes, end: int) -> Record:
+    (ident,) = _ID.unpack_from(payload, len(payload) - _ID.size)
+    head, _, body = payload[: -_ID.size].partition(b"\n")
+    source, key, received_at, headers = json.loads(head)
+    return Record(ident, source, key, datetime.fromisoformat(received_at), headers, body, end)
 
 
 class JournalWriter:
@@ -130,17 +150,29 @@ class JournalWriter:
     BLOCK = 16384  # ids reserved per database write (a restarted process leaves the rest of its block unused)
     FORGET_EVERY = 4096  # stores between sweeps of keys older than the retention window
 
-    def __init__(self, engine: Engine, directory: Path, *, retention: timedelta = RETENTION):
+    def __init__(
+        self,
+        engine: Engine,
+        directory: Path,
+        *,
+        retention: timedelta = RETENTION,
+        clock: Clock = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self._engine = engine
         self._directory = directory
         self._retention = retention
         self._lock = threading.Lock()
         self._fd = -1
         self._size = 0
-        self._keys: OrderedDict[tuple[str, str], tuple[int, datetime]] | None = None
+        self._clock, self._monotonic = clock, monotonic
+        # Key -> (id, when it was stored, on the monotonic clock): in that order, so the oldest are first
+        # to forget (by the monotonic clock, not received_at, which a wrong clock may set in the future).
+        self._keys: OrderedDict[tuple[str, str], tuple[int, float]] | None = None
         self._ids: Iterator[int] = iter(())
         self._refill_at = -1  # the id at which the next block is reserved, in the background
         self._next_block: range | None = None
+        self._block_end = 0  # one past the current block's last id
         self._stores = 0
 
     def store(self, item: NewDelivery, *, timeout: float = 10.0) -> Stored:
@@ -169,7 +201,7 @@ class JournalWriter:
                 if written != len(record):
                     self._undo_partial_write(written)
                 self._size += written
-                keys[key] = (ident, item.received_at)
+                keys[key] = (ident, self._monotonic())
                 if self._size >= ROTATE_BYTES:
                     self._close_file()
         finally:
@@ -181,14 +213,14 @@ class JournalWriter:
         self._stores += 1
         if self._stores % self.FORGET_EVERY == 0:
             with self._lock:
-                self._forget_before(item.received_at - self._retention)
+                self._forget_before(self._monotonic() - self._retention.total_seconds())
         return Stored(ident, duplicate=False)
 
     def _refill(self) -> int:
         """The block is used up: switch to the next one, reserved in the background (reserving writes the
         database, which must not happen under the lock), or reserve one now if it is not there."""
         block, self._next_block = self._next_block, None
-        if block is None:
+        if block is None or block.start < self._block_end:  # none, or reserved before the current one
             return self._reserve()
         self._start(block)
         return next(self._ids)
@@ -244,7 +276,7 @@ class JournalWriter:
         return next(self._ids)
 
     def _start(self, block: range) -> None:
-        self._ids = iter(block)
+        self._ids, self._block_end = iter(block), block.stop
         self._refill_at = block[-1] - self.BLOCK // 8 if len(block) > 8 else -1
 
     def _reserve_block(self) -> range:
@@ -259,11 +291,11 @@ class JournalWriter:
                 reserved.next_id = first + self.BLOCK
         return range(first, first + self.BLOCK)
 
-    def _load_keys(self) -> OrderedDict[tuple[str, str], tuple[int, datetime]]:
+    def _load_keys(self) -> OrderedDict[tuple[str, str], tuple[int, float]]:
         """Every key stored in the table or still in a journal. Read twice around the journal files: a
         file may be read into the table and deleted between the two reads, never before the first."""
-        keys: dict[tuple[str, str], tuple[int, datetime]] = {}
-        keys.update(self._stored_keys())
+        received: dict[tuple[str, str], tuple[int, datetime]] = {}
+        received.update(self._stored_keys())
         offsets = read_offsets(self._engine)
         for path in sorted(self._directory.glob("*.log")):
             try:
@@ -271,9 +303,19 @@ class JournalWriter:
             except FileNotFoundError:
                 continue  # read to its end and deleted meanwhile: its keys are in the second read
             for record in read_records(data, offsets.get(path.name, 0))[0]:
-                keys.setdefault((record.source, record.dedup_key), (record.id, record.received_at))
-        keys.update(self._stored_keys())
-        self._keys = OrderedDict(sorted(keys.items(), key=lambda item: item[1][1]))  # oldest first, to forget
+                received.setdefault((record.source, record.dedup_key), (record.id, record.received_at))
+        received.update(self._stored_keys())
+        now, monotonic_now = self._clock(), self._monotonic()
+
+        def stored_at(item: tuple[tuple[str, str], tuple[int, datetime]]) -> float:
+            age = (now - item[1][1]).total_seconds()
+            return monotonic_now - max(0.0, age)  # a time in the future counts as now
+
+        ordered = sorted(
+            ((key, (ident, stored_at((key, (ident, at))))) for key, (ident, at) in received.items()),
+            key=lambda item: item[1][1],
+        )
+        self._keys = OrderedDict(ordered)
         return self._keys
 
     def _stored_keys(self) -> Iterator[tuple[tuple[str, str], tuple[int, datetime]]]:
@@ -282,7 +324,7 @@ class JournalWriter:
             for source, key, ident, received_at in rows:
                 yield (source, key), (ident, as_utc(received_at))  # SQLite reads them back naive
 
-    def _forget_before(self, cutoff: datetime) -> None:
+    def _forget_before(self, cutoff: float) -> None:
         # The table forgets processed deliveries after the same retention (inbox.prune).
         assert self._keys is not None
         while self._keys:
@@ -300,30 +342,25 @@ class JournalReader:
     def __init__(self, engine: Engine, directory: Path):
         self._sessions = session_factory(engine)
         self._directory = directory
-        self._read_to: dict[str, int] = {}  # file sizes already read to the end (any offset row says as much)
+        self._read_to: dict[str, int] = {}  # committed offsets: a file no longer than this has nothing new
+        self._swept = False
         table = Delivery.__table__
-        self._insert = (
-            sqlite.insert(table)
-            .values(
-                id=bindparam("id"),
-                source=bindparam("source"),
-                dedup_key=bindparam("dedup_key"),
-                received_at=bindparam("received_at"),
-                headers=bindparam("headers"),
-                body=bindparam("body"),
-                state="pending",
-                attempts=0,
-            )
-            .on_conflict_do_nothing(index_elements=["source", "dedup_key"])  # another web process stored it
-        )
+        columns = {c: bindparam(c) for c in ("source", "dedup_key", "received_at", "headers", "body")}
+        insert = sqlite.insert(table).on_conflict_do_nothing(index_elements=["source", "dedup_key"])
+        self._insert = insert.values(id=bindparam("id"), **columns, state="pending", attempts=0)
+        self._insert_new_id = insert.values(**columns, state="pending", attempts=0)
 
     def run_once(self) -> int:
         """Read every journal file as far as it is complete; returns the records moved into the table."""
         if not self._directory.is_dir():
             return 0
+        if not self._swept:
+            self._sweep()
         moved = 0
         for path in sorted(self._directory.glob("*.log")):
             moved += self._read_file(path)
+        for path in self._directory.glob("*.new"):
+            self._drop_unfinished(path)
         return moved
 
     def _read_file(self, path: Path) -> int:
@@ -340,49 +377,105 @@ class JournalReader:
                 final = True
             except BlockingIOError:
                 final = False
-            size = os.fstat(fd).st_size
-            if not final and self._read_to.get(path.name) == size:
+            if not _still_named(fd, path):
+                return 0  # another reader finished and deleted it after this one opened it
+            if not final and self._read_to.get(path.name) == os.fstat(fd).st_size:
                 return 0  # nothing new: no need to take the database's write lock to find that out
             while True:
-                batch, complete = self._read_batch(path.name, fd)
+                batch, complete, offset = self._read_batch(path.name, fd)
                 moved += batch
                 if not batch:
                     break
-            self._read_to[path.name] = size
+            self._read_to[path.name] = offset
             if final:
                 self._finish(path, complete)
         finally:
             os.close(fd)
         return moved
 
-    def _read_batch(self, name: str, fd: int) -> tuple[int, bool]:
+    def _read_batch(self, name: str, fd: int) -> tuple[int, bool, int]:
+        """Move the next batch of records; returns how many, whether the file is read to its end, and
+        the offset now committed."""
         with self._sessions.begin() as session:
             offset = session.get(JournalOffset, name)
             start = offset.offset if offset else 0
             data = os.pread(fd, self.MAX_BATCH_BYTES, start)
+            if (length := record_length(data)) is not None and length > len(data):
+                data = os.pread(fd, length, start)  # one record longer than a batch: read it whole
             records, complete = read_records(data)
+            end = start + (records[-1].end if records else 0)
             if records:
-                session.execute(self._insert, [_row(r) for r in records])
-                end = start + records[-1].end
+                self._insert_rows(session, records)
                 if offset is None:
                     session.add(JournalOffset(name=name, offset=end))
                 else:
                     offset.offset = end
             # Whole only if nothing is left after what was read (a batch may stop short of the file's end).
             complete = complete and os.fstat(fd).st_size == start + len(data)
-            return len(records), complete
+            return len(records), complete, end
+
+    def _insert_rows(self, session: Session, records: list[Record]) -> None:
+        try:
+            with session.begin_nested():
+                session.execute(self._insert, [_row(r) for r in records])
+        except IntegrityError:
+            # A row stored some other way (not with a reserved id: say, by a web process of an older version
+            # during an upgrade) holds the id of one of these: that delivery gets a new id instead of
+            # stopping every record behind it. Its 202 named the old id, so say which.
+            for record in records:
+                try:
+                    with session.begin_nested():
+                        session.execute(self._insert, _row(record))
+                except IntegrityError:
+                    row = _row(record)
+                    del row["id"]
+                    new_id = session.execute(self._insert_new_id, row).lastrowid
+                    log.warning(
+                        "delivery %s answered as id %d is stored as id %s: its id was taken",
+                        record.dedup_key,
+                        record.id,
+                        new_id,
+                    )
 
     def _finish(self, path: Path, complete: bool) -> None:
         if not complete:
             # Its writer is gone and the rest of the file is no record: a write cut short (never answered,
             # see the module docstring), or damage. Kept aside for a person to look at, never read again.
             log.warning("intake journal %s ends in an incomplete record; moved aside as %s.bad", path, path.name)
-            path.rename(path.with_name(path.name + ".bad"))
+            with contextlib.suppress(FileNotFoundError):
+                path.rename(path.with_name(path.name + ".bad"))
         else:
             path.unlink(missing_ok=True)
         with self._sessions.begin() as session:
             session.execute(delete(JournalOffset).where(JournalOffset.name == path.name))
         self._read_to.pop(path.name, None)
+
+    def _sweep(self) -> None:
+        """Forget offsets of files that are gone (a reader stopped between deleting a file and its row)."""
+        names = {path.name for path in self._directory.glob("*.log")}
+        with self._sessions.begin() as session:
+            gone = [name for name in session.scalars(select(JournalOffset.name)) if name not in names]
+            if gone:
+                session.execute(delete(JournalOffset).where(JournalOffset.name.in_(gone)))
+        self._swept = True
+
+    @staticmethod
+    def _drop_unfinished(path: Path) -> None:
+        """A file a writer created but never named .log holds no record: delete it once it is a minute old (a
+        writer renames its new file microseconds after creating it, but may not have locked it yet)."""
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - path.stat().st_mtime > 60:
+                path.unlink()
+
+
+def _still_named(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd`."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def read_offsets(engine: Engine) -> dict[str, int]:
@@ -395,28 +488,29 @@ def read_offsets(engine: Engine) -> dict[str, int]:
 class Backlog:
     unread_bytes: int
     oldest: datetime | None  # when the oldest record not yet in the table was received
+    set_aside: int = 0  # files whose end was no record (*.log.bad): a person should look at them
 
 
 def backlog(directory: Path, engine: Engine) -> Backlog:
     """What the journal holds that the table does not yet (cheap: sizes, offsets, one record per file)."""
+    if not directory.is_dir():
+        return Backlog(0, None)
     offsets = read_offsets(engine)
     unread, oldest = 0, None
-    for path in directory.glob("*.log") if directory.is_dir() else ():
+    for path in directory.glob("*.log"):
         try:
             with path.open("rb") as file:
                 start = offsets.get(path.name, 0)
                 size = os.fstat(file.fileno()).st_size
-                head = os.pread(file.fileno(), _HEADER.size, start)
-                first = (
-                    os.pread(file.fileno(), _HEADER.size + _HEADER.unpack(head)[0], start) if len(head) == 8 else b""
-                )
+                length = record_length(os.pread(file.fileno(), _HEADER.size, start))
+                first = os.pread(file.fileno(), length, start) if length else b""
         except FileNotFoundError:
             continue  # read to its end and deleted meanwhile
         unread += size - start
         records = read_records(first)[0]
         if records and (oldest is None or records[0].received_at < oldest):
             oldest = records[0].received_at
-    return Backlog(unread, oldest)
+    return Backlog(unread, oldest, set_aside=sum(1 for _ in directory.glob("*.log.bad")))
 
 
 def pending(directory: Path, engine: Engine) -> int:
