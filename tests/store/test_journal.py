@@ -538,3 +538,20 @@ def test_offsets_of_files_that_are_gone_and_stale_new_files_are_cleaned_up(
     with session_factory(engine)() as session:
         assert [o.name for o in session.scalars(select(JournalOffset))] == [log_files(directory)[0].name]
     assert not stale.exists() and fresh.exists()  # a fresh one may be a writer about to rename it
+
+
+def test_a_file_that_cannot_be_named_leaves_nothing_behind(
+    engine: Engine, writer: JournalWriter, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_rename = os.rename
+
+    def refused(source: object, target: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "rename", refused)
+    with pytest.raises(PermissionError):
+        writer.store(item("k"))
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert list(directory.iterdir()) == []  # no half-made file, and its descriptor was closed
+    assert not writer.store(item("k")).duplicate
+    assert JournalReader(engine, directory).run_once() == 1

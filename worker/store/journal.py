@@ -261,8 +261,13 @@ class JournalWriter:
         # unlocked would take its writer for dead, delete it, and leave this process writing to no file.
         making = path.with_suffix(".new")
         fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held while this process lives: tells the reader a writer is alive
-        os.rename(making, path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held while this process lives: tells the reader a writer is alive
+            os.rename(making, path)
+        except OSError:
+            os.close(fd)
+            making.unlink(missing_ok=True)
+            raise
         self._fd, self._size = fd, 0
 
     def _close_file(self) -> None:
