@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -210,7 +211,7 @@ def test_kill_9_right_after_202_then_restart_processes_every_accepted_delivery_o
 
 
 def test_a_failing_journal_does_not_stop_processing_what_the_inbox_holds(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     store(runtime, "incident.triggered.json", "d1")
     runtime.processor.read_journal()  # in the table now (on PostgreSQL it always was)
@@ -219,5 +220,9 @@ def test_a_failing_journal_does_not_stop_processing_what_the_inbox_holds(
         raise RuntimeError("the intake journal cannot be read")
 
     monkeypatch.setattr(runtime.processor, "read_journal", unreadable)
-    assert runtime.processor.run_once() == 1
+    with caplog.at_level(logging.ERROR, logger="worker.engine.processor"):
+        assert runtime.processor.run_once() == 1
+        for _ in range(14):
+            runtime.processor.run_once()
     assert counts(runtime)["done"] == 1
+    assert len([r for r in caplog.records if "intake journal" in r.getMessage()]) == 4  # of 15 passes: 1, 2, 4, 8

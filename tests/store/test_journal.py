@@ -408,12 +408,15 @@ def test_a_record_whose_id_was_taken_is_stored_under_a_new_one(
         )
     second = writer.store(item("second"))
     assert second.id == first.id + 1
+    later = {f"later-{n}": writer.store(item(f"later-{n}")).id for n in range(5)}
     with caplog.at_level(logging.WARNING, logger="worker.store.journal"):
-        assert JournalReader(engine, directory).run_once() == 2
+        assert JournalReader(engine, directory).run_once() == 7
     stored = {r.dedup_key: r.id for r in rows(engine).values()}
     assert stored["first"] == first.id and stored["elsewhere"] == first.id + 1
-    assert stored["second"] not in (first.id, first.id + 1)
+    assert stored["second"] not in (first.id, first.id + 1, *later.values())
     assert f"answered as id {second.id}" in caplog.text
+    assert {key: stored[key] for key in later} == later  # only that one moved: the ones after keep theirs
+    assert caplog.text.count("its id was taken") == 1
 
 
 def test_a_record_longer_than_a_batch_is_read_whole(
@@ -543,15 +546,70 @@ def test_offsets_of_files_that_are_gone_and_stale_new_files_are_cleaned_up(
 def test_a_file_that_cannot_be_named_leaves_nothing_behind(
     engine: Engine, writer: JournalWriter, directory: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_rename = os.rename
+    real_link = os.link
 
     def refused(source: object, target: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(os, "rename", refused)
+    monkeypatch.setattr(os, "link", refused)
     with pytest.raises(PermissionError):
         writer.store(item("k"))
-    monkeypatch.setattr(os, "rename", real_rename)
+    monkeypatch.setattr(os, "link", real_link)
     assert list(directory.iterdir()) == []  # no half-made file, and its descriptor was closed
     assert not writer.store(item("k")).duplicate
     assert JournalReader(engine, directory).run_once() == 1
+
+
+def test_a_reader_whose_file_is_finished_by_another_meanwhile_reads_nothing_again(
+    engine: Engine, writer: JournalWriter, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        writer.store(item(f"k{n}"))
+    first, second = JournalReader(engine, directory), JournalReader(engine, directory)
+    assert first.run_once() == 3  # in the table; the file stays while its writer lives
+    with session_factory(engine).begin() as session:  # processed and pruned since
+        session.execute(Delivery.__table__.delete())
+    writer.store(item("k3"))
+    real = journal._still_named
+    finished: list[bool] = []
+
+    def first_finishes_after_the_first_look(fd: int, path: Path) -> bool:
+        named = real(fd, path)
+        if not finished:
+            finished.append(True)
+            writer.close()
+            assert first.run_once() == 1  # reads k3, deletes the file and its offset row
+        return named
+
+    monkeypatch.setattr(journal, "_still_named", first_finishes_after_the_first_look)
+    assert second.run_once() == 0
+    monkeypatch.setattr(journal, "_still_named", real)
+    assert [r.dedup_key for r in rows(engine).values()] == ["k3"]  # k0-k2 not brought back
+    with session_factory(engine)() as session:
+        assert session.scalars(select(JournalOffset.name)).all() == []
+
+
+def test_one_unreadable_file_holds_up_no_other_and_is_not_logged_every_pass(
+    engine: Engine, writer: JournalWriter, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer.store(item("k"))
+    (directory / "0-0.log").mkdir()  # sorts first, and cannot be opened as a file
+    reader = JournalReader(engine, directory)
+    with caplog.at_level(logging.ERROR, logger="worker.store.journal"):
+        assert reader.run_once() == 1
+        for _ in range(14):
+            reader.run_once()
+    assert [r.dedup_key for r in rows(engine).values()] == ["k"]
+    assert len([r for r in caplog.records if "0-0.log" in r.getMessage()]) == 4  # 1st, 2nd, 4th, 8th of 15
+
+
+def test_a_record_too_long_for_the_reader_is_refused_not_answered(
+    engine: Engine, writer: JournalWriter, directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal, "MAX_RECORD_BYTES", 1000)
+    writer.store(item("small"))
+    with pytest.raises(OSError, match="too large"):
+        writer.store(item("large", body=b"x" * 2000))
+    assert not writer.store(item("after")).duplicate
+    assert JournalReader(engine, directory).run_once() == 2
+    assert sorted(r.dedup_key for r in rows(engine).values()) == ["after", "small"]

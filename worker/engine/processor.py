@@ -44,6 +44,7 @@ class InboxProcessor:
     # Moves what the web process appended to the intake journal (SQLite) into the inbox first.
     read_journal: Callable[[], int] = lambda: 0
     _stopping: bool = field(default=False, init=False)
+    _journal_failures: int = field(default=0, init=False)
 
     def stop(self) -> None:
         """Finish the delivery in hand and return: shutting down must not wait for a whole backlog."""
@@ -57,7 +58,15 @@ class InboxProcessor:
         try:
             self.read_journal()
         except Exception:  # noqa: BLE001 - what is already in the table must still be processed
-            log.exception("moving the intake journal into the inbox failed; processing what the inbox holds")
+            self._journal_failures += 1
+            if self._journal_failures & (self._journal_failures - 1) == 0:  # 1st, 2nd, 4th… in a row: no flood
+                log.exception(
+                    "moving the intake journal into the inbox failed (%d times in a row); processing what the "
+                    "inbox holds",
+                    self._journal_failures,
+                )
+        else:
+            self._journal_failures = 0
         processed = 0
         after = 0
         while True:

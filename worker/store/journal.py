@@ -197,6 +197,8 @@ class JournalWriter:
                 tail = _ID.pack(ident)  # _frame, inlined: one copy of the body, no call into Python code
                 length = len(head) + 1 + len(body) + _ID.size
                 record = b"".join((_HEADER.pack(length, zlib.crc32(tail, crc)), head, b"\n", body, tail))
+                if length > MAX_RECORD_BYTES:  # the reader would take its header for damage
+                    raise OSError(errno.EFBIG, "delivery too large for the intake journal")
                 written = _write(self._fd, record, len(record))
                 if written != len(record):
                     self._undo_partial_write(written)
@@ -263,7 +265,8 @@ class JournalWriter:
         fd = os.open(making, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # held while this process lives: tells the reader a writer is alive
-            os.rename(making, path)
+            os.link(making, path)  # unlike rename, never replaces a file of the same name
+            os.unlink(making)
         except OSError:
             os.close(fd)
             making.unlink(missing_ok=True)
@@ -285,16 +288,8 @@ class JournalWriter:
         self._refill_at = block[-1] - self.BLOCK // 8 if len(block) > 8 else -1
 
     def _reserve_block(self) -> range:
-        """Ids no one else holds: above every stored row and every earlier reservation."""
         with session_factory(self._engine).begin() as session:
-            reserved = session.get(IdReservation, _RESERVATION)
-            stored = session.scalar(select(func.max(Delivery.id))) or 0
-            first = max(stored + 1, reserved.next_id if reserved else 1)
-            if reserved is None:
-                session.add(IdReservation(name=_RESERVATION, next_id=first + self.BLOCK))
-            else:
-                reserved.next_id = first + self.BLOCK
-        return range(first, first + self.BLOCK)
+            return take_ids(session, self.BLOCK)
 
     def _load_keys(self) -> OrderedDict[tuple[str, str], tuple[int, float]]:
         """Every key stored in the table or still in a journal. Read twice around the journal files: a
@@ -349,11 +344,11 @@ class JournalReader:
         self._directory = directory
         self._read_to: dict[str, int] = {}  # committed offsets: a file no longer than this has nothing new
         self._swept = False
+        self._failures: dict[str, int] = {}  # by file name: failed passes in a row
         table = Delivery.__table__
         columns = {c: bindparam(c) for c in ("source", "dedup_key", "received_at", "headers", "body")}
         insert = sqlite.insert(table).on_conflict_do_nothing(index_elements=["source", "dedup_key"])
         self._insert = insert.values(id=bindparam("id"), **columns, state="pending", attempts=0)
-        self._insert_new_id = insert.values(**columns, state="pending", attempts=0)
 
     def run_once(self) -> int:
         """Read every journal file as far as it is complete; returns the records moved into the table."""
@@ -363,7 +358,14 @@ class JournalReader:
             self._sweep()
         moved = 0
         for path in sorted(self._directory.glob("*.log")):
-            moved += self._read_file(path)
+            try:
+                moved += self._read_file(path)
+            except Exception:  # noqa: BLE001 - one file that cannot be read must not hold up the others
+                failures = self._failures[path.name] = self._failures.get(path.name, 0) + 1
+                if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th… time in a row: no flood
+                    log.exception("reading intake journal %s failed (%d times in a row)", path, failures)
+            else:
+                self._failures.pop(path.name, None)
         for path in self._directory.glob("*.new"):
             self._drop_unfinished(path)
         return moved
@@ -387,7 +389,9 @@ class JournalReader:
             if not final and self._read_to.get(path.name) == os.fstat(fd).st_size:
                 return 0  # nothing new: no need to take the database's write lock to find that out
             while True:
-                batch, complete, offset = self._read_batch(path.name, fd)
+                batch, complete, offset = self._read_batch(path, fd)
+                if batch < 0:
+                    return moved  # another reader finished and deleted it meanwhile
                 moved += batch
                 if not batch:
                     break
@@ -398,11 +402,16 @@ class JournalReader:
             os.close(fd)
         return moved
 
-    def _read_batch(self, name: str, fd: int) -> tuple[int, bool, int]:
-        """Move the next batch of records; returns how many, whether the file is read to its end, and
-        the offset now committed."""
+    def _read_batch(self, path: Path, fd: int) -> tuple[int, bool, int]:
+        """Move the next batch of records; returns how many (-1 if the file is no longer there), whether the
+        file is read to its end, and the offset now committed."""
+        name = path.name
         with self._sessions.begin() as session:
-            offset = session.get(JournalOffset, name)
+            offset = session.get(JournalOffset, name)  # takes the write lock: other readers wait
+            if not _still_named(fd, path):
+                # Another reader finished the file (deleted it, then its offset row) since this one opened
+                # it: with no offset row this one would read it again from the start.
+                return -1, False, 0
             start = offset.offset if offset else 0
             data = os.pread(fd, self.MAX_BATCH_BYTES, start)
             if (length := record_length(data)) is not None and length > len(data):
@@ -432,9 +441,8 @@ class JournalReader:
                     with session.begin_nested():
                         session.execute(self._insert, _row(record))
                 except IntegrityError:
-                    row = _row(record)
-                    del row["id"]
-                    new_id = session.execute(self._insert_new_id, row).lastrowid
+                    (new_id,) = take_ids(session, 1)  # above every reserved block: no later record collides
+                    session.execute(self._insert, {**_row(record), "id": new_id})
                     log.warning(
                         "delivery %s answered as id %d is stored as id %s: its id was taken",
                         record.dedup_key,
@@ -471,6 +479,19 @@ class JournalReader:
         with contextlib.suppress(FileNotFoundError):
             if time.time() - path.stat().st_mtime > 60:
                 path.unlink()
+
+
+def take_ids(session: Session, count: int) -> range:
+    """Ids no one else holds: above every stored row and every earlier reservation."""
+    reserved = session.get(IdReservation, _RESERVATION)
+    stored = session.scalar(select(func.max(Delivery.id))) or 0
+    first = max(stored + 1, reserved.next_id if reserved else 1)
+    if reserved is None:
+        session.add(IdReservation(name=_RESERVATION, next_id=first + count))
+    else:
+        reserved.next_id = first + count
+    session.flush()
+    return range(first, first + count)
 
 
 def _still_named(fd: int, path: Path) -> bool:
