@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,8 +16,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import CONFIG
 from sqlalchemy import Engine, func, select, text
 
+from worker.engine.runtime import Runtime
+from worker.settings import Settings
 from worker.store import migrate, sqlite_writers
 from worker.store.db import make_engine, readonly_session_factory, session_factory
 from worker.store.group_commit import GroupCommitWriter
@@ -173,3 +177,23 @@ def test_a_long_wait_for_the_lock_is_logged(
     with caplog.at_level("WARNING", logger="worker.store.sqlite_writers"), writes.begin() as session:
         session.execute(text("SELECT 1"))  # an uncontended write: silence
     assert not [r for r in caplog.records if "SQLite writer lock" in r.getMessage()]
+
+
+def test_the_cadence_loop_finds_its_candidates_without_the_write_lock(tmp_path: Path) -> None:
+    (tmp_path / "playbooks").mkdir()
+    database = tmp_path / "worker.db"
+    settings = Settings.from_env(
+        {}, database_url=f"sqlite:///{database}", config_dir=CONFIG, playbooks_dir=tmp_path / "playbooks"
+    )
+    runtime = Runtime.build(settings)
+    holder = sqlite3.connect(database, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process writing for a while
+        passed = threading.Thread(target=runtime.cadence.run_once, daemon=True)
+        passed.start()
+        passed.join(timeout=5)
+        assert not passed.is_alive(), "the cadence pass waited for the write lock only to read"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        runtime.close()

@@ -352,10 +352,12 @@ class Cadence:
     clients: Clients
     comms: Communications
     clock: Clock = utcnow
+    # For finding candidates: on SQLite a read-only session does not take the one write lock every pass.
+    readers: sessionmaker[Session] | None = None
 
     def run_once(self) -> None:
         now = self.clock()
-        with self.sessions() as session:
+        with (self.readers or self.sessions)() as session:
             declared = [i.id for i in incident_store.open_incidents(session) if i.declared]
         for incident_id in declared:
             # Every replica runs this loop: each decides on the incident's locked, current row, so a reminder

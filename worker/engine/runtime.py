@@ -85,6 +85,7 @@ class Runtime:
         if migrate_db:
             migrate.upgrade(engine)
         sessions = session_factory(engine)
+        readers = readonly_session_factory(engine)
         hold = DEFAULT_RESOLUTION_HOLD if settings.resolution_hold is None else settings.resolution_hold
         intake = Intake(catalog=catalog, resolution_hold=hold)
         holder = holder_id()
@@ -98,7 +99,7 @@ class Runtime:
             playbooks=playbooks,
             engine=engine,
             sessions=sessions,
-            readonly_sessions=readonly_session_factory(engine),
+            readonly_sessions=readers,
             sources=sources,
             intake=intake,
             processor=InboxProcessor(
@@ -123,13 +124,15 @@ class Runtime:
                 clock=clock,
                 **{"claim_ttl": timedelta(seconds=settings.executor_claim_seconds), **(executor_options or {})},
             ),
-            ticks=Ticks(sessions=sessions, catalog=catalog, intake=intake, clock=clock),
+            ticks=Ticks(sessions=sessions, readers=readers, catalog=catalog, intake=intake, clock=clock),
             writer=JournalWriter(engine, journal) if journal else GroupCommitWriter(engine),
             clients=outbound,
             comms=comms,
             deliverer=StatusDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),
             notes=NoteDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),
-            cadence=Cadence(sessions=sessions, catalog=catalog, clients=outbound, comms=comms, clock=clock),
+            cadence=Cadence(
+                sessions=sessions, readers=readers, catalog=catalog, clients=outbound, comms=comms, clock=clock
+            ),
             journal=journal,
             clock=clock,
         )

@@ -29,11 +29,13 @@ class Ticks:
     clock: Clock = utcnow
     health: HealthCheck = lambda incident: (True, "no health checks configured")
     within: Callable[[Session, Outcome, datetime], None] = lambda session, outcome, now: None
+    # For finding candidates: on SQLite a read-only session does not take the one write lock every pass.
+    readers: sessionmaker[Session] | None = None
 
     def run_once(self) -> Outcome:
         now = self.clock()
         outcome = Outcome()
-        with self.sessions() as session:
+        with (self.readers or self.sessions)() as session:
             candidates = [(i.id, i.status) for i in incident_store.open_incidents(session)]
         for incident_id, status in candidates:
             # One short transaction per incident, deciding on its locked, current row (see incidents.lock).
