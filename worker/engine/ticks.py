@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,6 +16,8 @@ from worker.store import incidents as incident_store
 from worker.store.tables import Incident
 
 HealthCheck = Callable[[Incident], tuple[bool, str]]
+# Retention is days: pruning every 2-second pass only took SQLite's one write lock for nothing.
+PRUNE_EVERY = timedelta(minutes=10)
 # domain.md declares an incident that "stays unresolved (not acknowledged or not mitigated)" too long:
 # an acknowledged one counts as long as nothing has mitigated it.
 _NOT_MITIGATED = ("triggered", "acknowledged")
@@ -31,6 +33,7 @@ class Ticks:
     within: Callable[[Session, Outcome, datetime], None] = lambda session, outcome, now: None
     # For finding candidates: on SQLite a read-only session does not take the one write lock every pass.
     readers: sessionmaker[Session] | None = None
+    _pruned_at: datetime | None = field(default=None, init=False)
 
     def run_once(self) -> Outcome:
         now = self.clock()
@@ -43,8 +46,10 @@ class Ticks:
                 self._declare_if_stale(incident_id, now, outcome)
             elif status == "mitigated":
                 self._finish_hold(incident_id, now, outcome)
-        with self.sessions.begin() as session:
-            inbox.prune(session, before=now - inbox.RETENTION)
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            with self.sessions.begin() as session:
+                inbox.prune(session, before=now - inbox.RETENTION)
+            self._pruned_at = now
         return outcome
 
     def _declare_if_stale(self, incident_id: int, now: datetime, outcome: Outcome) -> None:
