@@ -100,3 +100,26 @@ def test_pagerduty_dedup_key_prefers_the_webhook_id_and_falls_back_to_the_event_
     event_id = json.loads(body)["event"]["id"]
     assert _agree("pagerduty", body, {"X-Webhook-Id": "wh-9"}) == ("accepted", "wh-9")
     assert _agree("pagerduty", body, {}) == ("accepted", event_id)
+
+
+def test_pagerduty_one_pass_check_answers_as_the_general_check_wherever_it_answers() -> None:
+    """Incident events are checked in one pass; any body it takes must give the same AlertEvent (and key)
+    as the general two-step check, which remains the judge of everything else."""
+    pagerduty = SOURCES["pagerduty"]
+    taken = 0
+    for sample in (p for p in SAMPLES if p.parent.name == "pagerduty"):
+        document = json.loads(sample.read_bytes())
+        for label, mutated in [("as sent", document), *_mutations(document)]:
+            body = json.dumps(mutated).encode()
+            fast = pagerduty._check_incident(body, {})
+            if fast is None:
+                continue
+            taken += 1
+            try:
+                general = pagerduty._check_any(body, {})
+            except WebhookRejected as exc:
+                problem = f"{sample.name}: {label}: one pass took what the general check refuses: {exc}"
+                raise AssertionError(problem) from None
+            assert fast.dedup_key == general.dedup_key, f"{sample.name}: {label}"
+            assert pagerduty._event(fast) == pagerduty._event(general), f"{sample.name}: {label}"
+    assert taken > 100, taken  # the one pass is the common path, not a branch the samples never reach
