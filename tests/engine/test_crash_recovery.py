@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 from conftest import CONFIG, webhook
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from worker.engine.intake import Intake
 from worker.engine.runtime import Runtime
 from worker.settings import Settings
-from worker.store import journal
+from worker.store import journal, leases
 from worker.store.db import make_engine
 from worker.store.inbox import NewDelivery
 from worker.store.journal import journal_dir
@@ -226,3 +226,80 @@ def test_a_failing_journal_does_not_stop_processing_what_the_inbox_holds(
             runtime.processor.run_once()
     assert counts(runtime)["done"] == 1
     assert len([r for r in caplog.records if "intake journal" in r.getMessage()]) == 4  # of 15 passes: 1, 2, 4, 8
+
+
+def test_deliveries_are_processed_in_batches_one_transaction_and_one_lease_check_each(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks: list[int] = []
+    acquire = leases.acquire
+
+    def counted(session: Any, **kwargs: Any) -> bool:
+        checks.append(1)
+        return acquire(session, **kwargs)
+
+    monkeypatch.setattr("worker.engine.processor.leases.acquire", counted)
+    for n in range(20):
+        store(runtime, "incident.triggered.json", f"batch-{n}")
+    runtime.processor.yield_ratio = 0.0
+    runtime.processor.batch_size = 8
+    assert runtime.processor.run_once() == 20
+    # One at the start, one per batch (8 + 8 + 4), one before reading the next page: not one per delivery.
+    assert len(checks) == 5, checks
+    assert counts(runtime)["done"] == 20
+
+
+def test_a_poison_delivery_mid_batch_is_marked_failed_and_the_rest_of_its_batch_is_processed_in_the_same_pass(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = Intake.apply
+    attempts: list[str] = []
+
+    def fail_on_ack(self: Intake, session: Any, **kwargs: Any) -> Any:
+        kind = kwargs["events"][0].kind.value
+        attempts.append(kind)
+        if kind == "acknowledged":
+            raise RuntimeError("bad luck")
+        return original(self, session, **kwargs)
+
+    monkeypatch.setattr(Intake, "apply", fail_on_ack)
+    store(runtime, "incident.triggered.json", "before")
+    store(runtime, "incident.acknowledged.json", "poison")
+    store(runtime, "incident.priority_updated.json", "after")
+    runtime.processor.yield_ratio = 0.0
+    assert runtime.processor.run_once() == 2
+    after = counts(runtime)
+    assert (after["done"], after["pending"]) == (2, 1)
+    with runtime.readonly_sessions() as session:
+        poison = session.scalars(select(Delivery).where(Delivery.dedup_key == "poison")).one()
+        assert poison.attempts == 1 and "bad luck" in (poison.error or "")
+    # The poison one was tried once; the one before it twice (its first try rolled back with the batch).
+    assert attempts.count("acknowledged") == 1 and attempts.count("triggered") == 2
+
+
+def test_a_batch_whose_commit_fails_is_processed_one_delivery_at_a_time(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(3):
+        store(runtime, "incident.triggered.json", f"commit-{n}")
+    processor = runtime.processor
+    original = processor._apply
+    commits = {"applied": 0, "failed": 0}
+
+    def apply_then_break_the_batch_commit(session: Any, delivery_id: int) -> Any:
+        outcome = original(session, delivery_id)
+        commits["applied"] += 1
+        if commits["applied"] == 3:  # the batch's last: its commit fails
+            commits["failed"] += 1
+
+            @event.listens_for(session, "before_commit", once=True)
+            def _fail(_session: Any) -> None:
+                raise RuntimeError("disk went away at commit")
+
+        return outcome
+
+    monkeypatch.setattr(processor, "_apply", apply_then_break_the_batch_commit)
+    processor.yield_ratio = 0.0
+    assert processor.run_once() == 3
+    assert commits == {"applied": 6, "failed": 1}  # the batch, then each on its own
+    assert counts(runtime)["done"] == 3

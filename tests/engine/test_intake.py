@@ -466,7 +466,13 @@ def test_stopping_finishes_the_delivery_in_hand_and_leaves_the_backlog_pending(r
         runtime.writer.store(
             NewDelivery(source="pagerduty", dedup_key=f"k{n}", headers={}, body=body, received_at=runtime.clock())
         )
-    runtime.processor.on_outcome = lambda outcome: runtime.processor.stop()  # shutdown begins mid-backlog
+    plan = runtime.processor.within
+
+    def plan_then_shut_down(session: Any, outcome: Any, now: Any) -> None:
+        plan(session, outcome, now)
+        runtime.processor.stop()  # shutdown begins mid-backlog, and mid-batch
+
+    runtime.processor.within = plan_then_shut_down
     runtime.processor.yield_ratio = 0.0
     assert runtime.processor.run_once() == 1
     with runtime.readonly_sessions() as session:
@@ -486,12 +492,13 @@ def test_the_processor_steps_aside_for_webhooks_only_on_sqlite(
         )
     pauses: list[float] = []
     monkeypatch.setattr("worker.engine.processor.time.sleep", pauses.append)
+    runtime.processor.batch_size = 2
     assert runtime.processor.run_once() == 3
-    assert len(pauses) == 3
+    assert len(pauses) == 2  # one after each batch
     if database_url.startswith("sqlite"):
         assert all(pause > 0 for pause in pauses)
     else:
-        assert pauses == [0.0, 0.0, 0.0]
+        assert pauses == [0.0, 0.0]
 
 
 # -- text no database would take ------------------------------------------------------------------------

@@ -37,7 +37,8 @@ class InboxProcessor:
     clock: Clock = utcnow
     holder: str = field(default_factory=holder_id)
     lease_ttl: timedelta = timedelta(seconds=15)
-    yield_ratio: float = 1.0  # pause this fraction of each delivery's processing time before the next
+    yield_ratio: float = 1.0  # pause this multiple of each batch's processing time before the next
+    batch_size: int = 16  # deliveries per transaction
     on_outcome: Callable[[Outcome], None] = lambda outcome: None
     # Runs inside the processing transaction: planning commits with the events that caused it.
     within: Callable[[Session, Outcome, datetime], None] = lambda session, outcome, now: None
@@ -74,46 +75,90 @@ class InboxProcessor:
                 pending = inbox.next_pending(session, after_id=after)
             if not pending:
                 return processed
-            for delivery_id in pending:
+            for start in range(0, len(pending), self.batch_size):
                 if self._stopping:
                     return processed
-                after = delivery_id
+                batch = pending[start : start + self.batch_size]
                 started = time.monotonic()
-                if self._process(delivery_id):
-                    processed += 1
-                # Yield the database between deliveries: on SQLite there is one writer, and storing new
+                done = self._process_batch(batch)
+                if done is None:  # the lease is someone else's now
+                    return processed
+                processed += done
+                after = batch[-1]
+                # Yield the database between batches: on SQLite there is one writer, and storing new
                 # webhooks (which senders wait for) matters more than classifying stored ones at once.
-                time.sleep(min(0.05, (time.monotonic() - started) * self.yield_ratio))
+                time.sleep(min(0.05 * len(batch), (time.monotonic() - started) * self.yield_ratio))
             with self.sessions.begin() as session:
                 if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
                     return processed
 
+    def _process_batch(self, batch: list[int]) -> int | None:
+        """Process `batch` in one transaction; returns how many were processed, or None if the lease is lost.
+
+        Per delivery, the lease check, the transaction and its commit cost about as much as the processing
+        itself; a batch pays for them once. A delivery that fails takes the batch's transaction with it:
+        it is marked failed, and the rest of the batch is processed again without it.
+        """
+        outcomes: list[Outcome] = []
+        failing: int | None = None
+        try:
+            with self.sessions.begin() as session:
+                # Fencing: only the lease holder may commit processing work.
+                if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
+                    return None
+                for delivery_id in batch:
+                    if self._stopping:
+                        break
+                    failing = delivery_id
+                    if (outcome := self._apply(session, delivery_id)) is not None:
+                        outcomes.append(outcome)
+                failing = None
+        except Exception as exc:  # noqa: BLE001 - a poison delivery must not stop the inbox
+            if failing is None:  # the commit failed: no one delivery to blame, so each on its own
+                log.warning("committing %d processed deliveries failed; processing them one by one", len(batch))
+                return sum(self._process(delivery_id) for delivery_id in batch if not self._stopping)
+            self._give_up_on(failing, exc)
+            rest = [delivery_id for delivery_id in batch if delivery_id != failing]
+            return self._process_batch(rest) if rest and not self._stopping else 0
+        for outcome in outcomes:
+            self.on_outcome(outcome)
+        return len(outcomes)
+
     def _process(self, delivery_id: int) -> bool:
-        outcome = Outcome()
+        outcome: Outcome | None = None
         try:
             with self.sessions.begin() as session:
                 # Fencing: only the lease holder may commit processing work.
                 if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
                     return False
-                delivery = inbox.lock_pending(session, delivery_id=delivery_id)
-                if delivery is None:
-                    return False
-                source = self.sources[delivery.source]
-                parsed = source.parse(delivery.body, delivery.headers, received_at=delivery.received_at)
-                now = self.clock()
-                outcome = self.intake.apply(session, events=parsed.events, now=now)
-                self.within(session, outcome, now)
-                delivery.incident_id = min(outcome.incident_ids) if outcome.incident_ids else None
-                inbox.mark(session, delivery=delivery, state="done", now=now)
-        except (WorkerError, ValueError, KeyError) as exc:
-            self._failed(delivery_id, exc)
-            return False
+                outcome = self._apply(session, delivery_id)
         except Exception as exc:  # noqa: BLE001 - a poison delivery must not stop the inbox
-            log.exception("processing delivery %s failed", delivery_id)
-            self._failed(delivery_id, exc)
+            self._give_up_on(delivery_id, exc)
+            return False
+        if outcome is None:
             return False
         self.on_outcome(outcome)
         return True
+
+    def _apply(self, session: Session, delivery_id: int) -> Outcome | None:
+        """Process one delivery in `session`: its events, what they cause, and its 'done' mark."""
+        delivery = inbox.lock_pending(session, delivery_id=delivery_id)
+        if delivery is None:
+            return None
+        source = self.sources[delivery.source]
+        parsed = source.parse(delivery.body, delivery.headers, received_at=delivery.received_at)
+        now = self.clock()
+        outcome = self.intake.apply(session, events=parsed.events, now=now)
+        self.within(session, outcome, now)
+        delivery.incident_id = min(outcome.incident_ids) if outcome.incident_ids else None
+        inbox.mark(session, delivery=delivery, state="done", now=now)
+        return outcome
+
+    def _give_up_on(self, delivery_id: int, exc: BaseException) -> None:
+        """Record a failed attempt (the delivery is retried until MAX_ATTEMPTS)."""
+        if not isinstance(exc, (WorkerError, ValueError, KeyError)):  # those are the delivery's, not a bug's
+            log.error("processing delivery %s failed", delivery_id, exc_info=exc)
+        self._failed(delivery_id, exc)
 
     def _failed(self, delivery_id: int, exc: BaseException) -> None:
         with self.sessions.begin() as session:
