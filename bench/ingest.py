@@ -1,10 +1,13 @@
 """Ingestion benchmark: durable webhook intake vs a bare Flask+HMAC+pydantic app, same gunicorn settings.
 
-Starts each server on 127.0.0.1, drives it with wrk (Debian package `wrk`) for a bounded time at 8 and
-64 connections with signed PagerDuty webhooks (a unique X-Webhook-Id per request, so none is a
-duplicate), and prints requests/s, p50/p99 time-to-202, the count stored vs the count answered 202,
-how many the background process classified meanwhile, and the ratio durable/bare.
-Usage: python bench/ingest.py [--seconds 10] [--database-url URL]
+Starts both servers on 127.0.0.1 and drives them with wrk (Debian package `wrk`) at 8 and 64 connections
+with signed PagerDuty webhooks (a unique X-Webhook-Id per request, so none is a duplicate), in turns:
+`--rounds` slices each, alternating which goes first, the other server stopped (SIGSTOP, its background
+process included) while one runs. On a shared machine whose speed drifts over a minute, turns compare
+the two under the same conditions where back-to-back runs did not (ratios of one build spread 0.8-1.0).
+Prints requests/s, p50 (median of the slices) and p99 (the worst slice's) time-to-202, the count stored
+vs the count answered 202, how many the background process classified meanwhile, and the ratio.
+Usage: python bench/ingest.py [--seconds 12] [--rounds 4] [--database-url URL]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,7 +61,8 @@ end
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=12, help="load time per server, split into the rounds")
+    parser.add_argument("--rounds", type=int, default=4, help="turns per server")
     parser.add_argument("--database-url", help="default: a fresh SQLite file; 'postgres' starts a private PostgreSQL")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn worker processes (both servers)")
     parser.add_argument("--threads", type=int, default=16, help="threads per worker (both servers)")
@@ -80,15 +85,15 @@ def main() -> int:
     results = {}
     try:
         for connections in (8, 64):
-            bare = _measure(_bare_server, work, script, signature, connections, args.seconds, None)
             db_url = url if not url.startswith("sqlite") else f"sqlite:///{work / f'bench-{connections}.db'}"
             if postgres is not None:
                 db_url = postgres.create_database(f"bench_{connections}")
-            durable = _measure(_worker_server, work, script, signature, connections, args.seconds, db_url)
+            bare, durable = _measure(work, script, signature, connections, args.seconds, args.rounds, db_url)
             stored, classified = _count(db_url)
             results[connections] = (bare, durable, stored)
             print(
-                f"\n== {connections} connections, {args.seconds}s each, {WORKERS} gunicorn workers x {THREADS} threads"
+                f"\n== {connections} connections, {args.seconds}s each in {args.rounds} turns, "
+                f"{WORKERS} gunicorn workers x {THREADS} threads"
             )
             print(
                 f"bare Flask+HMAC+pydantic : {bare['rps']:8.0f} req/s  "
@@ -189,45 +194,69 @@ def _worker_server(port: int, work: Path, database_url: str | None) -> subproces
 
 
 def _measure(
-    start,
-    work: Path,
-    script: Path,
-    signature: str,
-    connections: int,
-    seconds: int,  # type: ignore[no-untyped-def]
-    database_url: str | None,
-) -> dict[str, float]:
-    port = free_port()
-    server = start(port, work, database_url)
+    work: Path, script: Path, signature: str, connections: int, seconds: int, rounds: int, database_url: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(bare, durable): both servers loaded in turns, each stopped while the other runs."""
+    servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+    slices: dict[str, list[dict[str, float]]] = {"bare": [], "durable": []}
     try:
-        _wait_ready(port)
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t2",
-                f"-c{connections}",
-                f"-d{seconds}s",
-                "--latency",
-                "-s",
-                str(script),
-                "-H",
-                "Content-Type: application/json",
-                "-H",
-                f"X-PagerDuty-Signature: {signature}",
-                f"http://127.0.0.1:{port}/webhooks/pagerduty",
-                "--",
-                f"c{connections}-{port}",
-                str(work / "body.json"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 60,
-            check=True,
-        ).stdout
-        return _parse(out)
+        for name, start in (("bare", _bare_server), ("durable", _worker_server)):
+            port = free_port()
+            servers[name] = (port, start(port, work, database_url))
+            _wait_ready(port)
+            os.killpg(servers[name][1].pid, signal.SIGSTOP)
+        for turn in range(rounds):
+            for name in ("bare", "durable") if turn % 2 == 0 else ("durable", "bare"):
+                port, server = servers[name]
+                os.killpg(server.pid, signal.SIGCONT)
+                try:
+                    slices[name].append(_wrk(port, work, script, signature, connections, seconds / rounds))
+                finally:
+                    os.killpg(server.pid, signal.SIGSTOP)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        for _, server in servers.values():
+            os.killpg(server.pid, signal.SIGCONT)
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+    return _combine(slices["bare"]), _combine(slices["durable"])
+
+
+def _wrk(port: int, work: Path, script: Path, signature: str, connections: int, seconds: float) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds:.0f}s",
+            "--latency",
+            "-s",
+            str(script),
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            f"X-PagerDuty-Signature: {signature}",
+            f"http://127.0.0.1:{port}/webhooks/pagerduty",
+            "--",
+            f"c{connections}-{port}-{time.monotonic_ns()}",  # a fresh prefix per turn: no key repeats
+            str(work / "body.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    return _parse(out)
+
+
+def _combine(slices: list[dict[str, float]]) -> dict[str, float]:
+    total = sum(s["ok"] + s["errors"] for s in slices)
+    return {
+        "rps": total / sum(s["seconds"] for s in slices),
+        "p50": statistics.median(s["p50"] for s in slices),
+        "p99": max(s["p99"] for s in slices),
+        "ok": sum(s["ok"] for s in slices),
+        "errors": sum(s["errors"] for s in slices),
+    }
 
 
 def _wait_ready(port: int) -> None:
@@ -249,11 +278,12 @@ def _parse(out: str) -> dict[str, float]:
         value, unit = float(match.group(1)), match.group(2)
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    elapsed = re.search(r"requests in ([\d.]+)(ms|s|m)", out)
+    seconds = float(elapsed.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[elapsed.group(2)]  # type: ignore[union-attr]
     errors_match = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = int(errors_match.group(1)) if errors_match else 0
-    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "ok": total - errors, "errors": errors}
+    return {"seconds": seconds, "p50": ms("50%"), "p99": ms("99%"), "ok": total - errors, "errors": errors}
 
 
 def _count(database_url: str) -> tuple[int, int]:
