@@ -13,6 +13,7 @@ Usage: python bench/ingest.py [--seconds 12] [--rounds 4] [--database-url URL]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import json
@@ -109,7 +110,7 @@ def main() -> int:
             )
             print(
                 f"classified meanwhile by the background process: {classified} "
-                f"({classified / args.seconds:.0f}/s; the rest stays queued, and is processed after the burst)"
+                f"({classified / durable['seconds']:.0f}/s; the rest stays queued, and is processed after the burst)"
             )
             print(f"ratio durable/bare: {durable['rps'] / bare['rps']:.2f}")
     finally:
@@ -197,6 +198,7 @@ def _measure(
     work: Path, script: Path, signature: str, connections: int, seconds: int, rounds: int, database_url: str
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(bare, durable): both servers loaded in turns, each stopped while the other runs."""
+    turn_seconds = max(1, round(seconds / rounds))  # wrk takes whole seconds
     servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     slices: dict[str, list[dict[str, float]]] = {"bare": [], "durable": []}
     try:
@@ -210,24 +212,36 @@ def _measure(
                 port, server = servers[name]
                 os.killpg(server.pid, signal.SIGCONT)
                 try:
-                    slices[name].append(_wrk(port, work, script, signature, connections, seconds / rounds))
+                    slices[name].append(_wrk(port, work, script, signature, connections, turn_seconds))
                 finally:
                     os.killpg(server.pid, signal.SIGSTOP)
     finally:
-        for _, server in servers.values():
-            os.killpg(server.pid, signal.SIGCONT)
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+        _stop_all([server for _, server in servers.values()])
     return _combine(slices["bare"]), _combine(slices["durable"])
 
 
-def _wrk(port: int, work: Path, script: Path, signature: str, connections: int, seconds: float) -> dict[str, float]:
+def _stop_all(servers: list[subprocess.Popen[bytes]]) -> None:
+    """Resume and stop every server, whatever state any one of them is in: none is left stopped."""
+    for sig in (signal.SIGCONT, signal.SIGTERM):
+        for server in servers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, sig)
+    for server in servers:
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+def _wrk(port: int, work: Path, script: Path, signature: str, connections: int, seconds: int) -> dict[str, float]:
     out = subprocess.run(
         [
             "wrk",
             "-t2",
             f"-c{connections}",
-            f"-d{seconds:.0f}s",
+            f"-d{seconds}s",
             "--latency",
             "-s",
             str(script),
@@ -250,8 +264,10 @@ def _wrk(port: int, work: Path, script: Path, signature: str, connections: int, 
 
 def _combine(slices: list[dict[str, float]]) -> dict[str, float]:
     total = sum(s["ok"] + s["errors"] for s in slices)
+    seconds = sum(s["seconds"] for s in slices)
     return {
-        "rps": total / sum(s["seconds"] for s in slices),
+        "seconds": seconds,
+        "rps": total / seconds,
         "p50": statistics.median(s["p50"] for s in slices),
         "p99": max(s["p99"] for s in slices),
         "ok": sum(s["ok"] for s in slices),

@@ -20,7 +20,7 @@ from sqlalchemy import event, func, select
 from worker.engine.intake import Intake
 from worker.engine.runtime import Runtime
 from worker.settings import Settings
-from worker.store import journal, leases
+from worker.store import inbox, journal, leases
 from worker.store.db import make_engine
 from worker.store.inbox import NewDelivery
 from worker.store.journal import journal_dir
@@ -303,3 +303,27 @@ def test_a_batch_whose_commit_fails_is_processed_one_delivery_at_a_time(
     assert processor.run_once() == 3
     assert commits == {"applied": 6, "failed": 1}  # the batch, then each on its own
     assert counts(runtime)["done"] == 3
+
+
+def test_a_change_the_database_refuses_at_flush_is_charged_to_its_own_delivery_not_to_the_next(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mark = inbox.mark
+
+    def mark_then_break(session: Any, *, delivery: Delivery, **kwargs: Any) -> None:
+        mark(session, delivery=delivery, **kwargs)
+        if delivery.dedup_key == "poison":
+            # Valid in Python, refused by the database (NOT NULL), and sent only when the session flushes.
+            delivery.source = None  # type: ignore[assignment]
+
+    monkeypatch.setattr(inbox, "mark", mark_then_break)
+    store(runtime, "incident.triggered.json", "poison")
+    store(runtime, "incident.acknowledged.json", "innocent-1")
+    store(runtime, "incident.priority_updated.json", "innocent-2")
+    runtime.processor.yield_ratio = 0.0
+    for _ in range(5):  # MAX_ATTEMPTS passes
+        runtime.processor.run_once()
+    with runtime.readonly_sessions() as session:
+        rows = {d.dedup_key: (d.state, d.attempts) for d in session.scalars(select(Delivery))}
+    assert rows["poison"] == ("failed", 5)
+    assert rows["innocent-1"][0] == "done" and rows["innocent-2"][0] == "done", rows

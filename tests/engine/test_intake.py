@@ -480,6 +480,31 @@ def test_stopping_finishes_the_delivery_in_hand_and_leaves_the_backlog_pending(r
     assert dict(states) == {"done": 1, "pending": 4}  # processed on the next start, by this or another process
 
 
+def test_stopping_mid_batch_returns_without_resting_after_the_batch(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = webhook("pagerduty", "incident.triggered.json")
+    for n in range(16):
+        runtime.writer.store(
+            NewDelivery(source="pagerduty", dedup_key=f"k{n}", headers={}, body=body, received_at=runtime.clock())
+        )
+    plan = runtime.processor.within
+    planned = {"n": 0}
+
+    def plan_then_shut_down(session: Any, outcome: Any, now: Any) -> None:
+        plan(session, outcome, now)
+        planned["n"] += 1
+        if planned["n"] == 10:
+            runtime.processor.stop()
+
+    pauses: list[float] = []
+    monkeypatch.setattr("worker.engine.processor.time.sleep", pauses.append)
+    runtime.processor.within = plan_then_shut_down
+    runtime.processor.yield_ratio = 3.0
+    assert runtime.processor.run_once() == 10
+    assert pauses == []  # shutting down does not rest first (that was up to 0.8 s)
+
+
 def test_the_processor_steps_aside_for_webhooks_only_on_sqlite(
     runtime: Runtime, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -85,6 +85,8 @@ class InboxProcessor:
                     return processed
                 processed += done
                 after = batch[-1]
+                if self._stopping:
+                    return processed
                 # Yield the database between batches: on SQLite there is one writer, and storing new
                 # webhooks (which senders wait for) matters more than classifying stored ones at once.
                 time.sleep(min(0.05 * len(batch), (time.monotonic() - started) * self.yield_ratio))
@@ -152,6 +154,8 @@ class InboxProcessor:
         self.within(session, outcome, now)
         delivery.incident_id = min(outcome.incident_ids) if outcome.incident_ids else None
         inbox.mark(session, delivery=delivery, state="done", now=now)
+        # Written now, not at the next delivery's autoflush: a change the database refuses is this one's.
+        session.flush()
         return outcome
 
     def _give_up_on(self, delivery_id: int, exc: BaseException) -> None:
