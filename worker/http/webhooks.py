@@ -100,7 +100,7 @@ def _header_name(key: str) -> str:
 
 _CONTENT_KEYS = frozenset({"CONTENT_TYPE", "CONTENT_LENGTH", "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
 _HEADER_NAMES: dict[str, str] = {}
-_MAX_HEADER_NAMES = 4096
+_MAX_HEADER_NAMES = 512  # a sender may invent names of up to 8 KiB each: at most ~4 MiB remembered
 
 
 def _read_body(limit: int) -> bytes:
