@@ -110,7 +110,7 @@ class Runtime:
                 holder=holder,
                 # On SQLite the web process and this one share a small host: during a burst, classifying
                 # at full speed beside it took ~8 % of its intake (measured, README Performance), so the
-                # processor rests 3x each delivery's time; PostgreSQL runs elsewhere, so it need not.
+                # processor rests 3x each batch's time; PostgreSQL runs elsewhere, so it need not.
                 yield_ratio=0.0 if is_postgres(engine) else 3.0,
                 read_journal=JournalReader(engine, journal).run_once if journal else lambda: 0,
             ),
