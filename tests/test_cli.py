@@ -52,6 +52,7 @@ def test_simulate_prints_classification_and_plan_without_side_effects(tmp_path: 
     out = json.loads(result.stdout)
     (event,) = out["events"]
     assert (event["service"], event["classification"]["severity"], event["declared"]) == ("checkout", "SEV2", True)
+    assert event["declared_because"] == "SEV2"
     plans = {p["playbook"]: p for p in out["plans"]}
     rollback = plans["checkout-bad-deploy"]
     assert rollback["matches"] and [s["needs_approval"] for s in rollback["steps"]] == [False, True]
@@ -100,6 +101,7 @@ def test_simulate_prints_the_classification_of_every_sample_and_writes_nothing(
         ]
         assert got == SIMULATED[name], name
         for event in result["events"]:
+            assert event["declared"] is (event["declared_because"] is not None), name
             assert set(event["classification"]) == {"impact", "scope", "severity", "reasons"}
             assert event["classification"]["reasons"]
     assert list(tmp_path.iterdir()) == []  # no database, no file of any kind

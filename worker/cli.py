@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from worker import __version__, logs
 from worker.classify.config import CONFIG_FILES, load_catalog, load_config_file
+from worker.classify.declaration import declaration_reason
 from worker.classify.routing import route
 from worker.classify.severity import classify
 from worker.domain.catalog import CatalogConfig
@@ -201,6 +202,7 @@ def _simulate(args: argparse.Namespace) -> int:
     for event in delivery.events:
         routed = route(event, catalog.services)
         verdict = classify(event, tier=routed.tier, config=catalog.severity)
+        reason = declaration_reason(event, verdict, tier=routed.tier, policy=catalog.severity.declare)
         events.append(
             {
                 "kind": event.kind.value,
@@ -210,7 +212,9 @@ def _simulate(args: argparse.Namespace) -> int:
                 "in_catalog": routed.entry is not None,
                 "routing": routed.reason,
                 "classification": verdict.as_dict(),
-                "declared": verdict.severity in catalog.severity.declare.severities,
+                # On its own: a second alert for the issue, or time unresolved, may declare it later.
+                "declared": reason is not None,
+                "declared_because": reason,
                 # False: an event that only changes an incident already open for this alert (a note, an escalation)
                 "opens_incident": can_open(event),
                 "labels": event.labels,

@@ -574,3 +574,32 @@ def test_confirmed_customer_impact_declares_at_any_severity(runtime: Runtime, va
     assert incident["severity"] == "SEV3" and incident["declared"] is declared
     if declared:
         assert "customer-facing impact confirmed (label 'customer_impact')" in messages(incident, "declared")[0]
+
+
+@pytest.mark.parametrize(("service", "declared"), [("checkout", True), ("search", False)])  # tier 1, tier 2
+def test_a_critical_business_function_degraded_declares_at_any_scope(
+    runtime: Runtime, service: str, declared: bool
+) -> None:
+    payload = json.loads(am(("c1", "firing"), service=service))
+    payload["alerts"][0]["labels"].update(impact="high", scope="limited")  # the matrix says SEV3: tracked
+    deliver(runtime, "alertmanager", json.dumps(payload).encode())
+    incident = only(runtime)
+    assert (incident["service"], incident["severity"], incident["declared"]) == (service, "SEV3", declared)
+    if declared:
+        (message,) = messages(incident, "declared")
+        assert message.startswith(
+            "declared an incident (a critical business function is degraded: tier-1 service at high impact)"
+        )
+
+
+def test_a_provider_change_that_shows_a_critical_function_degraded_declares(runtime: Runtime) -> None:
+    deliver(runtime, "pagerduty", pd("incident.triggered", priority="P4"))  # checkout, low impact: SEV4
+    assert not only(runtime)["declared"]
+    payload = json.loads(pd("incident.priority_updated", priority="P4"))
+    payload["event"]["data"]["custom_details"] = {"impact": "high", "scope": "limited"}
+    deliver(runtime, "pagerduty", json.dumps(payload).encode())
+    incident = only(runtime)
+    assert (incident["severity"], incident["declared"]) == ("SEV3", True)
+    kinds = [kind for kind, _ in incident["timeline"]]
+    assert kinds.index("severity") < kinds.index("declared")  # raised, then declared because of it
+    assert "a critical business function is degraded" in messages(incident, "declared")[0]

@@ -51,6 +51,14 @@ class SeverityRule(_Model):
     set: RuleEffect
 
 
+class CriticalFunction(_Model):
+    """'A critical business function is degraded or unavailable': an alert on a service of one of these
+    tiers (the catalog's measure of business criticality) with at least this impact, whatever its scope."""
+
+    tiers: Annotated[list[int], BeforeValidator(_listify)] = [1]
+    impact: Impact = Impact.HIGH
+
+
 class DeclarationPolicy(_Model):
     """When an alert becomes a declared incident (domain.md 'Alert vs incident')."""
 
@@ -59,6 +67,8 @@ class DeclarationPolicy(_Model):
     unresolved_after: Duration | None = timedelta(minutes=15)
     # "Customer-facing impact is confirmed": an alert labelled (tagged, custom detail) so, at any severity.
     labels: list[str] = Field(default=["customer_impact"], description="Labels that declare when true.")
+    # None (`critical_function: null`) turns the criterion off.
+    critical_function: CriticalFunction | None = CriticalFunction()
 
 
 def _complete_row(row: dict[Impact, Severity]) -> dict[Impact, Severity]:

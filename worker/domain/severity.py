@@ -32,12 +32,19 @@ class Impact(StrEnum):
     MEDIUM = "medium"
     HIGH = "high"
 
+    @property
+    def rank(self) -> int:
+        """1 for low .. 3 for high: higher is more impact."""
+        return _IMPACT_RANK[self]
+
 
 class Scope(StrEnum):
     LIMITED = "limited"
     MEDIUM = "medium"
     WIDE = "wide"
 
+
+_IMPACT_RANK = {Impact.LOW: 1, Impact.MEDIUM: 2, Impact.HIGH: 3}
 
 Matrix = dict[Scope, dict[Impact, Severity]]
 

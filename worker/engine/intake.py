@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from worker.classify.declaration import declaration_reason
 from worker.classify.routing import Routed, route
-from worker.classify.severity import Classification, classify, truthy
+from worker.classify.severity import Classification, classify
 from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import as_utc
 from worker.domain.events import AlertEvent, EventKind
@@ -145,7 +146,9 @@ class Intake:
                 outcome=outcome,
                 reason=f"new alert {event.external_id!r}",
             )
-            self._declare_if_labelled(session, incident=incident, event=event, now=now, outcome=outcome)
+            self._declare_if_warranted(
+                session, incident=incident, event=event, verdict=verdict, tier=routed.tier, now=now, outcome=outcome
+            )
             if distinct >= 2 and self.catalog.severity.declare.multiple_alerts:
                 self._declare(
                     session,
@@ -209,17 +212,24 @@ class Intake:
             message=f"detected: {title} ({verdict.severity.value}, service {routed.service})",
             data={"reasons": list(verdict.reasons), "routing": routed.reason},
         )
-        if verdict.severity in self.catalog.severity.declare.severities:
-            self._declare(session, incident=incident, now=now, outcome=outcome, reason=verdict.severity.value)
-        self._declare_if_labelled(session, incident=incident, event=event, now=now, outcome=outcome)
+        self._declare_if_warranted(
+            session, incident=incident, event=event, verdict=verdict, tier=routed.tier, now=now, outcome=outcome
+        )
         return incident
 
-    def _declare_if_labelled(
-        self, session: Session, *, incident: Incident, event: AlertEvent, now: datetime, outcome: Outcome
+    def _declare_if_warranted(
+        self,
+        session: Session,
+        *,
+        incident: Incident,
+        event: AlertEvent,
+        verdict: Classification,
+        tier: int,
+        now: datetime,
+        outcome: Outcome,
     ) -> None:
-        labelled = [name for name in self.catalog.severity.declare.labels if truthy(event.labels.get(name))]
-        if labelled:
-            reason = f"customer-facing impact confirmed (label {labelled[0]!r})"
+        reason = declaration_reason(event, verdict, tier=tier, policy=self.catalog.severity.declare)
+        if reason is not None:
             self._declare(session, incident=incident, now=now, outcome=outcome, reason=reason)
 
     # -- severity and declaration -------------------------------------------------------------------
@@ -406,8 +416,7 @@ class Intake:
                 outcome=outcome,
                 reason=f"{event.source} priority {event.priority or event.urgency}",
             )
-            return
-        if explicit and current.is_worse_than(verdict.severity):
+        elif explicit and current.is_worse_than(verdict.severity):
             # A downgrade only by explicit provider change, and never below another open alert.
             worst = min(
                 (Severity(a.severity) for a in incident.alerts if a.status != "resolved"),
@@ -426,6 +435,9 @@ class Intake:
                     message=f"severity lowered {current.value} -> {target.value}: "
                     f"{event.source} priority changed to {event.priority}{held}",
                 )
+        self._declare_if_warranted(
+            session, incident=incident, event=event, verdict=verdict, tier=tier, now=now, outcome=outcome
+        )
 
     def _at_severity(self, verdict: Classification, target: Severity, *, incident: Incident) -> Classification:
         """The verdict moved to `target`, with an impact and scope the matrix maps to it (closest to the verdict's)."""
