@@ -137,7 +137,6 @@ class Intake:
                 incident.status = IncidentStatus.TRIGGERED.value
                 incident.provider_resolved_at = None
                 self._status(session, incident, now, f"new alert {event.external_id!r} during the resolution hold")
-            distinct = len({(a.source, a.external_id) for a in incident.alerts})
             self._raise_severity(
                 session,
                 incident=incident,
@@ -149,14 +148,11 @@ class Intake:
             self._declare_if_warranted(
                 session, incident=incident, event=event, verdict=verdict, tier=routed.tier, now=now, outcome=outcome
             )
-            if distinct >= 2 and self.catalog.severity.declare.multiple_alerts:
-                self._declare(
-                    session,
-                    incident=incident,
-                    now=now,
-                    outcome=outcome,
-                    reason=f"{distinct} alerts for one issue on {incident.service}",
-                )
+            if self.catalog.severity.declare.multiple_alerts and not incident.declared:
+                distinct = incident_store.distinct_alerts(session, incident_id=incident.id)
+                if distinct >= 2:
+                    reason = f"{distinct} alerts for one issue on {incident.service}"
+                    self._declare(session, incident=incident, now=now, outcome=outcome, reason=reason)
         return alert
 
     def _group(self, session: Session, *, event: AlertEvent, routed: Routed, now: datetime) -> Incident | None:
@@ -328,8 +324,8 @@ class Intake:
         self, session: Session, *, event: AlertEvent, alert: Alert, incident: Incident, now: datetime, outcome: Outcome
     ) -> None:
         alert.status = "firing"
-        if incident.status == IncidentStatus.ACKNOWLEDGED and not any(
-            a.status == "acknowledged" for a in incident.alerts
+        if incident.status == IncidentStatus.ACKNOWLEDGED and not incident_store.acknowledged_alerts(
+            session, incident_id=incident.id
         ):
             incident.status = IncidentStatus.TRIGGERED.value
             self._status(session, incident, now, f"unacknowledged ({alert.source} {alert.external_id})")
@@ -339,7 +335,7 @@ class Intake:
     ) -> None:
         if alert.status == "resolved":
             return
-        firing = [a for a in incident.alerts if a.status != "resolved" and a is not alert]
+        firing = incident_store.unresolved_alerts(session, incident_id=incident.id, besides=alert.id)
         resolved_at = as_utc(event.occurred_at)
         if event.hidden_firing and not firing:
             # The alert stays open: the group's next notification says whether the others cleared too.
@@ -360,7 +356,7 @@ class Intake:
                 incident_id=incident.id,
                 at=resolved_at,
                 kind=TimelineKind.ALERT,
-                message=f"alert {alert.external_id!r} cleared; {len(firing)} still firing",
+                message=f"alert {alert.external_id!r} cleared; {firing} still firing",
             )
             return
         incident.provider_resolved_at = now
@@ -418,11 +414,7 @@ class Intake:
             )
         elif explicit and current.is_worse_than(verdict.severity):
             # A downgrade only by explicit provider change, and never below another open alert.
-            worst = min(
-                (Severity(a.severity) for a in incident.alerts if a.status != "resolved"),
-                key=lambda s: s.rank,
-                default=verdict.severity,
-            )
+            worst = incident_store.worst_open_alert_severity(session, incident_id=incident.id) or verdict.severity
             target = worst if worst.is_worse_than(verdict.severity) else verdict.severity
             if current.is_worse_than(target):
                 held = "" if target is verdict.severity else f"; another open alert is still {target.value}"

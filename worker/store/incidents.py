@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from worker.domain.severity import Severity
 from worker.store.tables import Alert, Incident, Run, RunStep, StatusUpdate, TimelineEntry
 
 OPEN = ("triggered", "acknowledged", "mitigated")
@@ -41,6 +42,37 @@ def find_alert(session: Session, *, source: str, external_id: str) -> Alert | No
     return session.execute(
         select(Alert).where(Alert.source == source, Alert.external_id == external_id).order_by(Alert.id.desc()).limit(1)
     ).scalar_one_or_none()
+
+
+# An incident's alerts are counted in the database, not through `incident.alerts`: in an alert storm one
+# incident gathers thousands, and loading them all for each new one made processing quadratic.
+
+
+def distinct_alerts(session: Session, *, incident_id: int) -> int:
+    """How many different provider alerts (source and id) the incident holds."""
+    alerts = select(Alert.source, Alert.external_id).where(Alert.incident_id == incident_id).distinct().subquery()
+    return session.scalar(select(func.count()).select_from(alerts)) or 0
+
+
+def unresolved_alerts(session: Session, *, incident_id: int, besides: int | None = None) -> int:
+    """How many of the incident's alerts (other than `besides`) are not resolved."""
+    query = select(func.count()).where(Alert.incident_id == incident_id, Alert.status != "resolved")
+    if besides is not None:
+        query = query.where(Alert.id != besides)
+    return session.scalar(query) or 0
+
+
+def acknowledged_alerts(session: Session, *, incident_id: int) -> int:
+    query = select(func.count()).where(Alert.incident_id == incident_id, Alert.status == "acknowledged")
+    return session.scalar(query) or 0
+
+
+def worst_open_alert_severity(session: Session, *, incident_id: int) -> Severity | None:
+    """The most severe of the incident's unresolved alerts, or None if all are resolved."""
+    # "SEV1" < "SEV2" < … as strings too, so the smallest is the worst.
+    query = select(func.min(Alert.severity)).where(Alert.incident_id == incident_id, Alert.status != "resolved")
+    worst = session.scalar(query)
+    return None if worst is None else Severity(worst)
 
 
 def open_incident_for_group(session: Session, *, source: str, group_key: str) -> Incident | None:
