@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from worker.domain.severity import Severity
@@ -39,9 +39,17 @@ def _concurrent(session: Session) -> bool:
 
 def find_alert(session: Session, *, source: str, external_id: str) -> Alert | None:
     """The newest alert row for this provider id (older ones belong to resolved incidents)."""
-    return session.execute(
-        select(Alert).where(Alert.source == source, Alert.external_id == external_id).order_by(Alert.id.desc()).limit(1)
-    ).scalar_one_or_none()
+    return session.execute(_FIND_ALERT, {"source": source, "external_id": external_id}).scalar_one_or_none()
+
+
+# The intake runs these for every alert event; built once, not per call (building a statement and its
+# cache key cost about as much as running it on SQLite).
+_FIND_ALERT = (
+    select(Alert)
+    .where(Alert.source == bindparam("source"), Alert.external_id == bindparam("external_id"))
+    .order_by(Alert.id.desc())
+    .limit(1)
+)
 
 
 # An incident's alerts are counted in the database, not through `incident.alerts`: in an alert storm one
@@ -86,12 +94,19 @@ def open_incident_for_group(session: Session, *, source: str, group_key: str) ->
 
 
 def open_incident_for_service(session: Session, *, service: str, since: datetime) -> Incident | None:
-    return session.execute(
-        select(Incident)
-        .where(Incident.service == service, Incident.status.in_(OPEN), Incident.last_alert_at >= since)
-        .order_by(Incident.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    return session.execute(_OPEN_FOR_SERVICE, {"service": service, "since": since}).scalar_one_or_none()
+
+
+_OPEN_FOR_SERVICE = (
+    select(Incident)
+    .where(
+        Incident.service == bindparam("service"),
+        Incident.status.in_(OPEN),
+        Incident.last_alert_at >= bindparam("since"),
+    )
+    .order_by(Incident.id.desc())
+    .limit(1)
+)
 
 
 def get(session: Session, *, incident_id: int) -> Incident | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from worker.domain.clock import as_utc
@@ -34,12 +34,7 @@ def append(
     """Append an entry chained to the incident's last one (the incident row is locked on PostgreSQL)."""
     incidents.lock_row(session, incident_id=incident_id)
     session.flush()
-    last = session.execute(
-        select(TimelineEntry.hash)
-        .where(TimelineEntry.incident_id == incident_id)
-        .order_by(TimelineEntry.id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    last = session.execute(_LAST_HASH, {"incident_id": incident_id}).scalar_one_or_none()
     prev = last or GENESIS
     payload = data or {}
     entry = TimelineEntry(
@@ -54,6 +49,15 @@ def append(
     session.add(entry)
     session.flush()
     return entry
+
+
+# Built once: every alert event appends at least one entry.
+_LAST_HASH = (
+    select(TimelineEntry.hash)
+    .where(TimelineEntry.incident_id == bindparam("incident_id"))
+    .order_by(TimelineEntry.id.desc())
+    .limit(1)
+)
 
 
 @dataclass(frozen=True)
