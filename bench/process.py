@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -53,8 +54,8 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="iw-bench-process-"))
     (work / "playbooks").mkdir()
-    postgres = TemporaryPostgres() if args.database_url == "postgres" else None
-    url = postgres.start() if postgres else args.database_url or f"sqlite:///{work / 'bench.db'}"
+    postgres = TemporaryPostgres(durable=True).start() if args.database_url == "postgres" else None  # fsync on
+    url = postgres.create_database("bench") if postgres else args.database_url or f"sqlite:///{work / 'bench.db'}"
     try:
         settings = Settings.from_env({}, database_url=url, config_dir=ROOT / "config", playbooks_dir=work / "playbooks")
         runtime = Runtime.build(settings)
@@ -65,6 +66,7 @@ def main() -> int:
     finally:
         if postgres is not None:
             postgres.stop()
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
