@@ -249,6 +249,26 @@ def test_deliveries_are_processed_in_batches_one_transaction_and_one_lease_check
     assert counts(runtime)["done"] == 20
 
 
+def test_a_batch_reads_its_deliveries_with_one_statement(runtime: Runtime) -> None:
+    for n in range(20):
+        store(runtime, "incident.triggered.json", f"read-{n}")
+    runtime.processor.read_journal()  # in the table now (on PostgreSQL it always was)
+    reads: list[str] = []
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "deliveries.body" in statement:
+            reads.append(statement)
+
+    event.listen(runtime.engine, "before_cursor_execute", on_execute)
+    try:
+        runtime.processor.yield_ratio = 0.0
+        runtime.processor.batch_size = 8
+        assert runtime.processor.run_once() == 20
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", on_execute)
+    assert len(reads) == 3, reads  # one per batch of 8, 8 and 4: not one per delivery
+
+
 def test_a_poison_delivery_mid_batch_is_marked_failed_and_the_rest_of_its_batch_is_processed_in_the_same_pass(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

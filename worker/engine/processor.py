@@ -22,6 +22,7 @@ from worker.errors import WorkerError
 from worker.sources.base import Source
 from worker.store import inbox, leases
 from worker.store.holders import holder_id
+from worker.store.tables import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,14 @@ class InboxProcessor:
                 # Fencing: only the lease holder may commit processing work.
                 if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
                     return None
+                deliveries = inbox.lock_pending(session, delivery_ids=batch)
                 for delivery_id in batch:
                     if self._stopping:
                         break
+                    if (delivery := deliveries.get(delivery_id)) is None:
+                        continue  # processed meanwhile, or another process holds it
                     failing = delivery_id
-                    if (outcome := self._apply(session, delivery_id)) is not None:
-                        outcomes.append(outcome)
+                    outcomes.append(self._apply(session, delivery))
                 failing = None
         except Exception as exc:  # noqa: BLE001 - a poison delivery must not stop the inbox
             if failing is None:  # the commit failed: no one delivery to blame, so each on its own
@@ -127,26 +130,23 @@ class InboxProcessor:
         return len(outcomes)
 
     def _process(self, delivery_id: int) -> bool:
-        outcome: Outcome | None = None
         try:
             with self.sessions.begin() as session:
                 # Fencing: only the lease holder may commit processing work.
                 if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
                     return False
-                outcome = self._apply(session, delivery_id)
+                delivery = inbox.lock_pending(session, delivery_ids=[delivery_id]).get(delivery_id)
+                if delivery is None:
+                    return False
+                outcome = self._apply(session, delivery)
         except Exception as exc:  # noqa: BLE001 - a poison delivery must not stop the inbox
             self._give_up_on(delivery_id, exc)
-            return False
-        if outcome is None:
             return False
         self.on_outcome(outcome)
         return True
 
-    def _apply(self, session: Session, delivery_id: int) -> Outcome | None:
-        """Process one delivery in `session`: its events, what they cause, and its 'done' mark."""
-        delivery = inbox.lock_pending(session, delivery_id=delivery_id)
-        if delivery is None:
-            return None
+    def _apply(self, session: Session, delivery: Delivery) -> Outcome:
+        """Process one locked delivery in `session`: its events, what they cause, and its 'done' mark."""
         source = self.sources[delivery.source]
         parsed = source.parse(delivery.body, delivery.headers, received_at=delivery.received_at)
         now = self.clock()

@@ -151,15 +151,17 @@ def next_pending(session: Session, *, after_id: int = 0, limit: int = 50) -> lis
     return list(rows.scalars())
 
 
-def lock_pending(session: Session, *, delivery_id: int) -> Delivery | None:
-    """Lock one pending delivery for processing in this transaction, or None if taken or done."""
+def lock_pending(session: Session, *, delivery_ids: list[int]) -> dict[int, Delivery]:
+    """Lock these deliveries for processing in this transaction, by id: those still pending and not taken."""
     postgres = session.get_bind().dialect.name == "postgresql"
-    return session.execute(_LOCK_PENDING_SKIP if postgres else _LOCK_PENDING, {"id": delivery_id}).scalar_one_or_none()
+    found = session.execute(_LOCK_PENDING_SKIP if postgres else _LOCK_PENDING, {"ids": delivery_ids}).scalars()
+    return {delivery.id: delivery for delivery in found}
 
 
-# Built once: every processed delivery runs these, and building a statement (with its cache key) each
-# time cost a sixth of the time the processing transaction holds SQLite's single write lock.
-_LOCK_PENDING = select(Delivery).where(Delivery.id == bindparam("id"), Delivery.state == "pending")
+# Built once, and one statement for a whole batch: every processed delivery runs it, and building a
+# statement (with its cache key) each time cost a sixth of the time the processing transaction holds
+# SQLite's single write lock.
+_LOCK_PENDING = select(Delivery).where(Delivery.id.in_(bindparam("ids", expanding=True)), Delivery.state == "pending")
 _LOCK_PENDING_SKIP = _LOCK_PENDING.with_for_update(skip_locked=True)
 
 
