@@ -13,6 +13,8 @@ import httpx
 import pytest
 from conftest import CONFIG, PD_SECRET, pd_headers, webhook
 
+from worker.store.journal import journal_dir
+from worker.store.web_load import FRESH, web_load
 from worker.testing.live import LiveWorker
 from worker.testing.postgres import TemporaryPostgres
 
@@ -249,3 +251,17 @@ def test_health_and_readiness(worker: LiveWorker) -> None:
     assert body["config"]["services"] == 3 and body["config"]["playbooks"] == 0
     assert body["sources"] == {"alertmanager": True, "opsgenie": False, "pagerduty": True}
     assert body["inbox"] == {"done": len(SEEDED) + 3}
+
+
+def test_on_sqlite_the_web_process_publishes_its_load_for_the_background_process(worker: LiveWorker) -> None:
+    url = worker.env["WORKER_DATABASE_URL"]
+    if not url.startswith("sqlite"):
+        pytest.skip("PostgreSQL runs elsewhere: the background process does not rest for the web process")
+    inbox = journal_dir(url.removeprefix("sqlite:///"))
+    deadline = time.monotonic() + 10
+    while not (published := list(inbox.glob("*.load"))) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(published) == 1, published  # one web process (gunicorn's worker), publishing
+    at, load = published[0].read_text().split()
+    assert time.time() - float(at) < FRESH and 0.0 <= float(load) < 0.6  # fresh, and idle between requests
+    assert web_load(inbox) < 0.6  # so the background process classifies at full speed

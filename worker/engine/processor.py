@@ -38,7 +38,8 @@ class InboxProcessor:
     clock: Clock = utcnow
     holder: str = field(default_factory=holder_id)
     lease_ttl: timedelta = timedelta(seconds=15)
-    yield_ratio: float = 1.0  # pause this multiple of each batch's processing time before the next
+    yield_ratio: float = 1.0  # pause this multiple of each batch's processing time before the next…
+    busy: Callable[[], bool] = lambda: True  # …while this says the web process needs the host more
     batch_size: int = 16  # deliveries per transaction
     on_outcome: Callable[[Outcome], None] = lambda outcome: None
     # Runs inside the processing transaction: planning commits with the events that caused it.
@@ -88,9 +89,10 @@ class InboxProcessor:
                 after = batch[-1]
                 if self._stopping:
                     return processed
-                # Yield the database between batches: on SQLite there is one writer, and storing new
-                # webhooks (which senders wait for) matters more than classifying stored ones at once.
-                time.sleep(min(0.05 * len(batch), (time.monotonic() - started) * self.yield_ratio))
+                # Yield the host between batches while webhooks pour in: storing new ones (which senders
+                # wait for) matters more than classifying stored ones at once.
+                if self.yield_ratio > 0 and self.busy():
+                    time.sleep(min(0.05 * len(batch), (time.monotonic() - started) * self.yield_ratio))
             with self.sessions.begin() as session:
                 if not leases.acquire(session, name=LEASE, holder=self.holder, now=self.clock(), ttl=self.lease_ttl):
                     return processed

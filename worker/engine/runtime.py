@@ -33,8 +33,14 @@ from worker.store.db import is_postgres, make_engine, readonly_session_factory, 
 from worker.store.group_commit import GroupCommitWriter
 from worker.store.holders import holder_id
 from worker.store.journal import JournalReader, JournalWriter, journal_dir
+from worker.store.web_load import web_load
 
 DEFAULT_RESOLUTION_HOLD = timedelta(minutes=15)
+# A web process using this much of a core is near its limit (its threads share one GIL)…
+BUSY_LOAD = 0.6
+# …and the background process then rests this multiple of each batch's processing time: it classifies
+# at a ninth of its speed until the burst passes (~100 deliveries/s here, README Performance).
+BUSY_REST = 8.0
 
 
 log = logging.getLogger(__name__)
@@ -109,9 +115,11 @@ class Runtime:
                 clock=clock,
                 holder=holder,
                 # On SQLite the web process and this one share a small host: during a burst, classifying
-                # at full speed beside it took ~8 % of its intake (measured, README Performance), so the
-                # processor rests 3x each batch's time; PostgreSQL runs elsewhere, so it need not.
-                yield_ratio=0.0 if is_postgres(engine) else 3.0,
+                # at full speed beside it took ~8 % of its intake (measured, README Performance), so while
+                # a web process is busy the processor rests 8x each batch's time (with no journal, an
+                # in-memory database, always 3x); PostgreSQL runs elsewhere, so it need not.
+                yield_ratio=0.0 if is_postgres(engine) else BUSY_REST if journal else 3.0,
+                busy=(lambda: web_load(journal) >= BUSY_LOAD) if journal else lambda: True,
                 read_journal=JournalReader(engine, journal).run_once if journal else lambda: 0,
             ),
             planner=Planner(catalog=catalog, playbooks=playbooks, settings=settings),

@@ -7,6 +7,7 @@ supervisor restarts the background process if it dies and stops both on SIGTERM/
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
@@ -22,6 +23,7 @@ from gunicorn.app.base import BaseApplication
 from worker.engine.runtime import Runtime
 from worker.http.app import create_app
 from worker.settings import Settings
+from worker.store.web_load import LoadPublisher
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,10 @@ class WebServer(BaseApplication):  # type: ignore[misc]
         except Exception:  # noqa: BLE001 - the first webhook prepares it instead (or answers 503)
             log.warning("could not prepare webhook storage at start; the first webhook will", exc_info=True)
         app = create_app(runtime)
+        if runtime.journal is not None:  # SQLite: tell the background process when to make way (web_load.py)
+            publisher = LoadPublisher(runtime.journal)
+            publisher.start()
+            atexit.register(publisher.stop)
         settle_heap()
         return app
 
