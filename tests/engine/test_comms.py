@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -62,7 +62,8 @@ def test_sev1_lifecycle_on_the_status_page_then_the_postmortem(database_url: str
             "## Action items",
         ):
             assert section in text
-        assert "MTTR (detection to resolution): 3m" in text or "MTTR (detection to resolution):" in text
+        assert "MTTR (detection to resolution): " in text
+        assert "once recovery had held for 3m 00s (not counted in the duration or MTTR)" in text
         assert "Dana Okafor approved rollback" in text and "Sam Reyes approved rollback" in text
         timeline = text.split("## Timeline (UTC)")[1].split("## Mitigations")[0]
         assert timeline.index("detected") < timeline.index("approved") < timeline.index("resolved")
@@ -135,6 +136,28 @@ def test_metrics_summary_computes_mtta_and_mttr(database_url: str, tmp_path: Pat
         summary = h.http.get("/api/metrics/summary?days=3650").get_json()
         assert summary["by_severity"]["SEV2"]["mtta_seconds"] == 240.0
         assert summary["by_service"]["checkout"]["resolved"] == 1
+    finally:
+        h.close()
+
+
+def test_mttr_counts_to_recovery_not_to_the_end_of_the_resolution_hold(database_url: str, tmp_path: Path) -> None:
+    h = make(database_url, tmp_path, playbooks={}, resolution_hold=timedelta(minutes=2))
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.clock.advance(minutes=5)
+        recovered = h.clock()
+        h.deliver(pd_event("incident.resolved"))  # every alert cleared: the hold begins
+        h.clock.advance(minutes=3)
+        h.tick()
+        incident = h.incident()
+        assert incident["status"] == "resolved"
+        expected = (recovered - datetime.fromisoformat(incident["detected_at"])).total_seconds()
+        summary = h.http.get("/api/metrics/summary?days=3650").get_json()
+        assert summary["by_service"]["checkout"]["mttr_seconds"] == expected  # not expected + 180
+        text = h.http.get(f"/api/incidents/{incident['id']}/postmortem").get_data(as_text=True)
+        minutes, seconds = divmod(int(expected), 60)
+        assert f"MTTR (detection to resolution): {minutes}m {seconds:02d}s" in text
+        assert "once recovery had held for 3m 00s (not counted in the duration or MTTR)" in text
     finally:
         h.close()
 

@@ -35,10 +35,30 @@ def mtta(incident: Incident) -> timedelta | None:
 
 
 def mttr(incident: Incident) -> timedelta | None:
-    """Detection to resolution."""
+    """Detection to resolution, counted to when the service recovered: an incident resolved by the
+    resolution hold recovered when the hold began (all alerts cleared, checks passing), and the hold (15
+    minutes by default) only confirmed it; counting it would add the hold to every incident's MTTR."""
+    recovered = recovered_at(incident)
+    return None if recovered is None else recovered - as_utc(incident.detected_at)
+
+
+def recovered_at(incident: Incident) -> datetime | None:
+    """When a resolved incident's service recovered: the start of the hold that resolved it, if any."""
     if incident.resolved_at is None:
         return None
-    return as_utc(incident.resolved_at) - as_utc(incident.detected_at)
+    resolved = as_utc(incident.resolved_at)
+    held = incident.provider_resolved_at
+    return min(resolved, as_utc(held)) if held is not None else resolved
+
+
+def _hold_line(incident: Incident) -> list[str]:
+    recovered = recovered_at(incident)
+    if recovered is None or incident.resolved_at is None or recovered == as_utc(incident.resolved_at):
+        return []
+    return [
+        f"- Recovered {_fmt(recovered)}; resolved {_fmt(incident.resolved_at)} once recovery had held "
+        f"for {_span(as_utc(incident.resolved_at) - recovered)} (not counted in the duration or MTTR)"
+    ]
 
 
 def postmortem_markdown(session: Session, *, incident_id: int) -> str | None:
@@ -71,6 +91,7 @@ def postmortem_markdown(session: Session, *, incident_id: int) -> str | None:
         f"- Severity: {incident.severity} ({incident.impact} impact × {incident.scope} scope)",
         f"- Severity history: {_severity_history(incident, severities)}",
         f"- Duration (detection to resolution): {_span(mttr(incident))}",
+        *_hold_line(incident),
         "- Users affected: _to be completed_",
         "- Revenue impact: _to be completed_",
         "",
