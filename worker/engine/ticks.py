@@ -71,7 +71,7 @@ class Ticks:
     def _finish_hold(self, incident_id: int, now: datetime, outcome: Outcome) -> None:
         with self.sessions() as session:
             incident = session.get(Incident, incident_id)
-            if incident is None or not self._hold_over(incident, now):
+            if incident is None or not self._hold_over(session, incident, now):
                 return
             seen = incident.provider_resolved_at
         # The health checks call out (seconds, at worst): never inside a transaction, which would hold
@@ -79,7 +79,7 @@ class Ticks:
         healthy, why = self.health(incident)
         with self.sessions.begin() as session:
             current = self._locked(session, incident_id)
-            if current is None or not self._hold_over(current, now) or current.provider_resolved_at != seen:
+            if current is None or not self._hold_over(session, current, now) or current.provider_resolved_at != seen:
                 return  # it fired again, was resolved or its hold restarted while the checks ran
             changed = Outcome()
             if healthy:
@@ -92,12 +92,13 @@ class Ticks:
                 current.provider_resolved_at = now
                 self.intake._status(session, current, now, f"health check failing ({why}); hold restarted")
 
-    def _hold_over(self, incident: Incident, now: datetime) -> bool:
+    def _hold_over(self, session: Session, incident: Incident, now: datetime) -> bool:
         return (
             incident.status == "mitigated"
             and incident.provider_resolved_at is not None
             and now - as_utc(incident.provider_resolved_at) >= self.intake.resolution_hold
-            and all(alert.status == "resolved" for alert in incident.alerts)  # never over a firing alert
+            # never over a firing alert (counted, not loaded: a storm's incident holds thousands)
+            and incident_store.unresolved_alerts(session, incident_id=incident.id) == 0
         )
 
     @staticmethod
