@@ -630,3 +630,18 @@ def test_an_alert_storm_costs_the_same_per_alert_however_many_the_incident_holds
     assert len(incident["alerts"]) == 41 and incident["declared"]
     assert incident["status"] == "triggered"  # one alert cleared, forty still firing
     assert "alert 'S39' cleared; 40 still firing" in messages(incident, "alert")
+
+
+@pytest.mark.parametrize("late", ["P1", "critical function"])
+def test_a_late_priority_change_does_not_declare_an_incident_that_is_over(runtime: Runtime, late: str) -> None:
+    deliver(runtime, "pagerduty", pd("incident.triggered", priority="P3"))  # checkout (tier 1), SEV3: tracked
+    deliver(runtime, "pagerduty", pd("incident.resolved", priority="P3"))
+    payload = json.loads(pd("incident.priority_updated", priority="P1" if late == "P1" else "P3"))
+    if late == "critical function":
+        payload["event"]["data"]["custom_details"] = {"impact": "high", "scope": "limited"}
+    deliver(runtime, "pagerduty", json.dumps(payload).encode())  # a retry, or an edit for reporting
+    incident = only(runtime)
+    assert (incident["status"], incident["declared"], incident["declared_at"]) == ("resolved", False, None)
+    assert messages(incident, "declared") == []
+    if late == "P1":
+        assert incident["severity"] == "SEV1"  # its record still says what the provider says now

@@ -90,3 +90,22 @@ def test_a_publisher_that_cannot_write_keeps_running(tmp_path: Path) -> None:
     finally:
         pub._fd = -1
         pub.stop()
+
+
+def test_a_publisher_that_cannot_make_its_file_says_so_and_the_web_process_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the journal's folder should be")
+    pub = LoadPublisher(blocked)
+    pub.start()  # does not raise: a gunicorn worker whose load() raised would not boot
+    pub.stop()
+    assert "cannot publish the web process's load" in caplog.text
+    assert web_load(blocked) == 0.0
+
+
+def test_a_publication_from_the_future_is_not_fresh(tmp_path: Path) -> None:
+    # The wall clock was set back (NTP) after a web process died: its last time is ahead of now.
+    now = time.time()
+    (tmp_path / "31.load").write_text(f"{now + 3600:.3f} 0.950")
+    assert web_load(tmp_path, now=now) == 0.0

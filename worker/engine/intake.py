@@ -20,6 +20,9 @@ from worker.store import timeline
 from worker.store.inbox import claim_event, fit_key
 from worker.store.tables import Alert, Incident
 
+# Incidents still in progress; only they can be declared.
+_DECLARABLE = (IncidentStatus.TRIGGERED.value, IncidentStatus.ACKNOWLEDGED.value)
+
 # Provider events that carry the whole incident, so an unseen incident can still be created from them.
 _CAN_CREATE = {
     EventKind.TRIGGERED,
@@ -278,7 +281,9 @@ class Intake:
             self._declare(session, incident=incident, now=now, outcome=outcome, reason=verdict.severity.value)
 
     def _declare(self, session: Session, *, incident: Incident, now: datetime, outcome: Outcome, reason: str) -> None:
-        if incident.declared:
+        if incident.declared or incident.status not in _DECLARABLE:
+            # A mitigated or resolved incident is over for its responders: a late priority change (a
+            # provider retry, an edit for reporting) changes its record, and must not start the process.
             return
         incident.declared = True
         incident.declared_at = now

@@ -53,9 +53,15 @@ class LoadPublisher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._directory.mkdir(parents=True, exist_ok=True)
-        _forget_dead(self._directory, now=self._wall())
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Start publishing; if the file cannot be made, say so and go on without (never fatal: the load
+        only tunes how long the background process rests, which then never rests)."""
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)
+            _forget_dead(self._directory, now=self._wall())
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.warning("cannot publish the web process's load in %s (%s); going on without", self._directory, exc)
+            return
         self._last = (self._monotonic(), self._cpu())
         self._thread = threading.Thread(target=self._run, name="web-load", daemon=True)
         self._thread.start()
@@ -68,7 +74,8 @@ class LoadPublisher:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
     def publish(self) -> float:
         """Write the CPU use since the last publication; returns it."""
@@ -95,7 +102,7 @@ def web_load(directory: Path, *, now: float | None = None) -> float:
         for entry in os.scandir(directory):
             if entry.name.endswith(SUFFIX):
                 at, load = _read(entry.path)
-                if now - at <= FRESH:
+                if abs(now - at) <= FRESH:  # a dead publisher's time ahead of a clock set back is not fresh
                     busiest = max(busiest, load)
     return busiest
 
