@@ -39,7 +39,7 @@ DEFAULT_RESOLUTION_HOLD = timedelta(minutes=15)
 # A web process using this much of a core is near its limit (its threads share one GIL)…
 BUSY_LOAD = 0.6
 # …and the background process then rests this multiple of each batch's processing time: it classifies
-# at a ninth of its speed until the burst passes (~100 deliveries/s here, README Performance).
+# at a ninth of its speed until the burst passes (60-90 deliveries/s on the bench, README Performance).
 BUSY_REST = 8.0
 
 
