@@ -77,7 +77,10 @@ SIMULATED = {  # sample -> [(kind, service, severity, declared, opens an inciden
         ("resolved", "checkout", "SEV2", True, False),
         ("triggered", "checkout", "SEV2", True, True),
     ],
-    "alertmanager/firing-grouped-truncated.json": [("triggered", "kubepodcrashlooping", "SEV3", False, True)] * 2,
+    "alertmanager/firing-grouped-truncated.json": [  # one incident: its second alert declares it
+        ("triggered", "kubepodcrashlooping", "SEV3", False, True),
+        ("triggered", "kubepodcrashlooping", "SEV3", True, True),
+    ],
 }
 
 

@@ -199,10 +199,17 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"{args.file}: {exc.reason}", file=sys.stderr)
         return 1
     events = []
+    opening: dict[str, set[str | None]] = {}  # service -> alerts of this delivery that open (or join) its incident
     for event in delivery.events:
         routed = route(event, catalog.services)
         verdict = classify(event, tier=routed.tier, config=catalog.severity)
         reason = declaration_reason(event, verdict, tier=routed.tier, policy=catalog.severity.declare)
+        if can_open(event):
+            alerts = opening.setdefault(routed.service, set())
+            alerts.add(event.external_id)
+            if reason is None and len(alerts) >= 2 and catalog.severity.declare.multiple_alerts:
+                # As processing would: a group's second alert joins the first's incident and declares it.
+                reason = f"{len(alerts)} alerts for one issue on {routed.service}"
         events.append(
             {
                 "kind": event.kind.value,
@@ -212,7 +219,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 "in_catalog": routed.entry is not None,
                 "routing": routed.reason,
                 "classification": verdict.as_dict(),
-                # On its own: a second alert for the issue, or time unresolved, may declare it later.
+                # From this delivery alone: a later alert for the issue, or time unresolved, may declare it.
                 "declared": reason is not None,
                 "declared_because": reason,
                 # False: an event that only changes an incident already open for this alert (a note, an escalation)

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONFIG, pd_headers, webhook
+from conftest import CONFIG, WEBHOOKS, pd_headers, webhook
 from sqlalchemy import event, func, select, update
 
+from worker.cli import main
 from worker.engine.runtime import Runtime
 from worker.settings import Settings
 from worker.store import timeline
@@ -645,3 +646,24 @@ def test_a_late_priority_change_does_not_declare_an_incident_that_is_over(runtim
     assert messages(incident, "declared") == []
     if late == "P1":
         assert incident["severity"] == "SEV1"  # its record still says what the provider says now
+
+
+SAMPLES = sorted(f"{p.parent.name}/{p.name}" for p in WEBHOOKS.glob("*/*.json") if p.name != "headers.json")
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_simulate_says_whether_processing_the_sample_declares_its_incident(
+    runtime: Runtime, sample: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, name = sample.split("/")
+    monkeypatch.setenv("WORKER_DATABASE_URL", f"sqlite:///{tmp_path / 'never.db'}")
+    args = ["simulate", str(WEBHOOKS / sample), "--source", source, "--config", str(CONFIG)]
+    assert main([*args, "--playbooks", str(tmp_path)]) == 0
+    simulated = json.loads(capsys.readouterr().out)["events"]
+    deliver(runtime, source, webhook(source, name))
+    incidents = snapshot(runtime)
+    if not any(event["opens_incident"] for event in simulated):
+        assert incidents == [], sample
+        return
+    (incident,) = incidents
+    assert incident["declared"] is any(event["declared"] for event in simulated), sample

@@ -8,8 +8,8 @@ CPU use, a fraction of one core over the last quarter second, in `<pid>.load` in
 folder, and the background process reads the busiest fresh one before it decides how long to rest.
 
 A file holds `<unix time> <load>` padded to a fixed width and rewritten in place with one `pwrite`; a
-reader takes anything it cannot parse, or older than two seconds (a web process that stopped or died),
-as no load.
+reader takes anything it cannot parse, or not written within two seconds of now (a web process that
+stopped or died, or a clock set back since), as no load.
 """
 
 from __future__ import annotations
