@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from worker import __version__, logs
 from worker.classify.config import CONFIG_FILES, load_catalog, load_config_file
-from worker.classify.declaration import declaration_reason
+from worker.classify.declaration import declaration_reason, several_alerts_reason
 from worker.classify.routing import route
 from worker.classify.severity import classify
 from worker.domain.catalog import CatalogConfig
@@ -207,9 +207,8 @@ def _simulate(args: argparse.Namespace) -> int:
         if can_open(event):
             alerts = opening.setdefault(routed.service, set())
             alerts.add(event.external_id)
-            if reason is None and len(alerts) >= 2 and catalog.severity.declare.multiple_alerts:
-                # As processing would: a group's second alert joins the first's incident and declares it.
-                reason = f"{len(alerts)} alerts for one issue on {routed.service}"
+            if reason is None:  # as processing would: a group's second alert joins the first's incident
+                reason = several_alerts_reason(len(alerts), service=routed.service, policy=catalog.severity.declare)
         events.append(
             {
                 "kind": event.kind.value,

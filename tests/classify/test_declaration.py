@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from test_severity import CATALOG, alertmanager, verdict
 
-from worker.classify.declaration import declaration_reason
+from worker.classify.declaration import declaration_reason, several_alerts_reason
 from worker.domain.catalog import CriticalFunction, DeclarationPolicy
 from worker.domain.events import AlertEvent
 from worker.domain.severity import Impact
@@ -58,3 +58,10 @@ def test_the_critical_function_criterion_follows_its_config() -> None:
 
 def test_a_tracked_alert_declares_nothing_on_its_own() -> None:
     assert reason(alertmanager({"severity": "warning"}), tier=1) is None  # medium x medium: SEV3 on tier 1
+
+
+def test_several_alerts_declare_from_the_second_unless_turned_off() -> None:
+    assert several_alerts_reason(1, service="search", policy=POLICY) is None
+    assert several_alerts_reason(2, service="search", policy=POLICY) == "2 alerts for one issue on search"
+    off = POLICY.model_copy(update={"multiple_alerts": False})
+    assert several_alerts_reason(5, service="search", policy=off) is None

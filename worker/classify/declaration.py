@@ -3,7 +3,8 @@
 Three of the criteria can be read off a single alert and its classification: a severity that activates
 the full process (SEV1/SEV2), customer-facing impact confirmed by a label, and a critical business
 function degraded. The other two need history and are decided where it is kept: several alerts for
-one issue (the intake, when an alert joins an open incident) and unresolved past a limit (the ticks).
+one issue (the intake, when an alert joins an open incident, through `several_alerts_reason`) and
+unresolved past a limit (the ticks).
 """
 
 from __future__ import annotations
@@ -25,4 +26,11 @@ def declaration_reason(
     critical = policy.critical_function
     if critical is not None and tier in critical.tiers and verdict.impact.rank >= critical.impact.rank:
         return f"a critical business function is degraded: tier-{tier} service at {verdict.impact.value} impact"
+    return None
+
+
+def several_alerts_reason(count: int, *, service: str, policy: DeclarationPolicy) -> str | None:
+    """Why `count` distinct alerts in one incident declare it; None if they do not."""
+    if policy.multiple_alerts and count >= 2:
+        return f"{count} alerts for one issue on {service}"
     return None

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from worker.classify.declaration import declaration_reason
+from worker.classify.declaration import declaration_reason, several_alerts_reason
 from worker.classify.routing import Routed, route
 from worker.classify.severity import Classification, classify
 from worker.domain.catalog import CatalogConfig
@@ -151,10 +151,10 @@ class Intake:
             self._declare_if_warranted(
                 session, incident=incident, event=event, verdict=verdict, tier=routed.tier, now=now, outcome=outcome
             )
-            if self.catalog.severity.declare.multiple_alerts and not incident.declared:
+            if self.catalog.severity.declare.multiple_alerts and not incident.declared:  # else the count is moot
                 distinct = incident_store.distinct_alerts(session, incident_id=incident.id)
-                if distinct >= 2:
-                    reason = f"{distinct} alerts for one issue on {incident.service}"
+                policy = self.catalog.severity.declare
+                if reason := several_alerts_reason(distinct, service=incident.service, policy=policy):
                     self._declare(session, incident=incident, now=now, outcome=outcome, reason=reason)
         return alert
 
