@@ -27,11 +27,13 @@ def readyz() -> tuple[Response, int]:
         "sources": {name: source.enabled() for name, source in runtime.sources.items()},
     }
     if database:
-        with runtime.readonly_sessions() as session:
-            body["inbox"] = inbox.counts(session)
-            body["paused"] = [p.scope for p in controls.active(session)]
+        # The journal first, then the table: the background process moves records from one to the other
+        # in one commit, so read the other way round a record moved in between would be in neither.
         if runtime.journal is not None:  # webhooks answered but not yet moved into the inbox table
             waiting = journal.backlog(runtime.journal, runtime.engine)
             body["journal_unread_bytes"] = waiting.unread_bytes
             body["journal_set_aside_files"] = waiting.set_aside
+        with runtime.readonly_sessions() as session:
+            body["inbox"] = inbox.counts(session)
+            body["paused"] = [p.scope for p in controls.active(session)]
     return jsonify(body), 200 if database else 503
