@@ -613,3 +613,31 @@ def test_a_record_too_long_for_the_reader_is_refused_not_answered(
     assert not writer.store(item("after")).duplicate
     assert JournalReader(engine, directory).run_once() == 2
     assert sorted(r.dedup_key for r in rows(engine).values()) == ["after", "small"]
+
+
+def test_a_record_round_trips_every_field_whatever_its_characters() -> None:
+    # The head is JSON written out by hand (json.dumps set up an encoder per call): every character a
+    # header or key may hold must come back as it went in, and no newline may end the head early.
+    odd = NewDelivery(
+        source="pagerduty",
+        dedup_key='key "quoted"\n\\ é \u2028 \x00',
+        headers={"X-Odd-\u00e9": 'a\r\nb "c" \\ \x7f \ud800', "Content-Type": "application/json"},
+        body=b"\n\x00 body with a newline first",
+        received_at=START,
+    )
+    records, complete = journal.read_records(journal.encode(42, odd.dedup_key, odd))
+    assert complete and len(records) == 1
+    record = records[0]
+    assert (record.id, record.source, record.dedup_key) == (42, "pagerduty", odd.dedup_key)
+    assert (record.headers, record.body, record.received_at) == (odd.headers, odd.body, START)
+
+
+def test_records_written_by_an_earlier_version_are_still_read() -> None:
+    # Earlier versions wrote received_at as ISO 8601; a journal may hold their records across an upgrade.
+    head = b'["opsgenie", "k1", "2026-11-24T02:47:00.123456+00:00", {"X-Webhook-Id": "k1"}]'
+    body = b'{"action": "Create"}'
+    records, complete = journal.read_records(journal._frame(head, body, journal._crc(head, body), 7))
+    assert complete
+    assert [(r.id, r.dedup_key, r.received_at, r.headers, r.body) for r in records] == [
+        (7, "k1", START, {"X-Webhook-Id": "k1"}, body)
+    ]

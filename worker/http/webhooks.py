@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
+from werkzeug.wsgi import get_content_length
 
 from worker.engine.runtime import Runtime
 from worker.errors import WebhookRejected
@@ -32,19 +33,23 @@ def receive(source_name: str) -> tuple[Response, int]:
     if not source.enabled():
         variable = _SECRET_ENV[source_name]
         raise WebhookRejected(404, f"webhook source {source_name!r} is disabled: set {variable} to enable it")
-    body = _read_body(runtime.settings.max_body_bytes)
-    source.authenticate(request.headers, body)
-    if request.mimetype != "application/json":
+    # The request's environ, read directly: each `request.x` is a context-local lookup, and each werkzeug
+    # property builds what it reads: ~54k of the ~766k instructions a webhook cost here (callgrind).
+    environ = request.environ
+    body = _read_body(environ, runtime.settings.max_body_bytes)
+    headers = request.headers
+    source.authenticate(headers, body)
+    if environ.get("CONTENT_TYPE") != "application/json" and request.mimetype != "application/json":
         raise WebhookRejected(415, f"expected Content-Type application/json, got {request.mimetype or 'none'!r}")
     if not body:
         raise WebhookRejected(400, "empty body")
-    dedup_key = source.intake(body, request.headers)
+    dedup_key = source.intake(body, headers)
     try:
         stored = runtime.writer.store(
             NewDelivery(
                 source=source_name,
                 dedup_key=dedup_key,
-                headers=_stored_headers(request.environ),
+                headers=_stored_headers(environ),
                 body=source.redact(body),
                 received_at=runtime.clock(),
             )
@@ -103,16 +108,16 @@ _HEADER_NAMES: dict[str, str] = {}
 _MAX_HEADER_NAMES = 512  # a sender may invent names of up to 8 KiB each: at most ~4 MiB remembered
 
 
-def _read_body(limit: int) -> bytes:
+def _read_body(environ: dict[str, Any], limit: int) -> bytes:
     """The request body, or a 413 when it is longer than `limit` (with or without a Content-Length)."""
-    length = request.content_length
+    stream = environ["wsgi.input"]
+    length = get_content_length(environ)
     if length is not None:
         if length > limit:
             raise WebhookRejected(413, "request body too large (limit 1 MiB)")
-        return request.input_stream.read(length)  # the raw WSGI input: the length is checked above
+        return stream.read(length)  # the raw WSGI input: the length is checked above
     # Chunked: werkzeug's limited stream stops silently at the limit, so read one byte past it ourselves
     # (gunicorn terminates the input stream at the end of the chunked body).
-    stream = request.environ["wsgi.input"]
     chunks: list[bytes] = []
     size = 0
     while size <= limit:
