@@ -641,3 +641,31 @@ def test_the_head_is_what_earlier_versions_wrote_and_read() -> None:
     earlier = json.dumps([odd.source, odd.dedup_key, odd.received_at.isoformat(), odd.headers])
     assert json.loads(head) == json.loads(earlier)
     assert datetime.fromisoformat(json.loads(head)[2]) == START
+
+
+def test_the_reader_tells_from_the_files_alone_whether_a_pass_would_find_anything(
+    engine: Engine, writer: JournalWriter, directory: Path
+) -> None:
+    reader = JournalReader(engine, directory)
+    assert not reader.has_news()  # no journal yet
+    writer.store(item("a"))
+    assert reader.has_news()
+    assert reader.run_once() == 1
+    assert not reader.has_news()  # read to its end, and its writer is alive
+    writer.store(item("b"))
+    assert reader.has_news()
+    assert reader.run_once() == 1 and not reader.has_news()
+    restarted = JournalReader(engine, directory)
+    assert restarted.has_news()  # it knows nothing yet: one pass finds out
+    assert restarted.run_once() == 0 and not restarted.has_news()
+    writer.close()  # its writer gone: the file is to be read to its end and deleted
+    assert reader.has_news()
+    reader.run_once()
+    assert log_files(directory) == [] and not reader.has_news()
+    unfinished = directory / "9-9.new"
+    unfinished.touch()
+    assert not reader.has_news()  # a writer may be about to name it
+    os.utime(unfinished, (time.time() - 120, time.time() - 120))
+    assert reader.has_news()  # a writer that died first: to be dropped
+    reader.run_once()
+    assert not unfinished.exists() and not reader.has_news()

@@ -245,11 +245,16 @@ class StatusDeliverer:
     holder: str
     clock: Clock = utcnow
     backoff: timedelta = timedelta(seconds=2)
+    # For looking for work: on SQLite a read-only session does not take the one write lock.
+    readers: sessionmaker[Session] | None = None
 
     def run_once(self) -> int:
         if not self.clients.has("statuspage"):
             return 0
         now = self.clock()
+        with (self.readers or self.sessions)() as session:  # the lease is a write: an idle pass makes none
+            if session.execute(select(StatusUpdate.id).where(StatusUpdate.state == "pending").limit(1)).first() is None:
+                return 0
         with self.sessions.begin() as session:
             if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=LEASE_TTL):
                 return 0

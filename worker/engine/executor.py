@@ -54,6 +54,7 @@ class Executor:
     sleep: Callable[[float], None] = field(default=lambda s: None)
     claim_ttl: timedelta = timedelta(seconds=30)
     poll: timedelta = timedelta(seconds=5)
+    readers: sessionmaker[Session] | None = None
     # Called inside the transaction when a mitigation is approved ("identified") or verified ("monitoring").
     on_progress: Callable[[Session, str, Incident], None] = field(default=lambda session, stage, incident: None)
     # Queues a `queued` step's message (a statuspage.update) in the transaction that records it done;
@@ -67,7 +68,9 @@ class Executor:
     def run_once(self) -> int:
         """Advance every runnable run as far as it can go now; returns transitions made."""
         now = self.clock()
-        with self.sessions.begin() as session:
+        # Candidates only (each is claimed in its own transaction, which looks again): a read-only session,
+        # which on SQLite does not take the one write lock on every pass.
+        with (self.readers or self.sessions)() as session:
             ids = list(
                 session.execute(
                     select(Run.id)

@@ -76,24 +76,19 @@ class NoteDeliverer:
     clock: Clock = utcnow
     backoff: timedelta = timedelta(seconds=2)
     max_attempts: int = 6
+    # For looking for work: on SQLite a read-only session does not take the one write lock.
+    readers: sessionmaker[Session] | None = None
 
     def run_once(self) -> int:
         """Post what is due; returns notes posted."""
         now = self.clock()
+        with (self.readers or self.sessions)() as session:  # the lease is a write: an idle pass makes none
+            if not _due(session, now, limit=1):
+                return 0
         with self.sessions.begin() as session:
             if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=LEASE_TTL):
                 return 0
-            due = list(
-                session.execute(
-                    select(OutboundNote.id)
-                    .where(
-                        OutboundNote.state == "pending",
-                        or_(OutboundNote.next_attempt_at.is_(None), OutboundNote.next_attempt_at <= now),
-                    )
-                    .order_by(OutboundNote.id)
-                    .limit(100)
-                ).scalars()
-            )
+            due = _due(session, now, limit=100)
         return sum(self._post(note_id) for note_id in due)
 
     def release(self) -> None:
@@ -166,4 +161,19 @@ def _give_up(session: Session, note: OutboundNote, *, now: datetime, error: Acti
         at=now,
         kind=TimelineKind.COMMS,
         message=f"could not post a note to {note.provider} {note.target} after {note.attempts} attempt(s): {error}",
+    )
+
+
+def _due(session: Session, now: datetime, *, limit: int) -> list[int]:
+    """Ids of the notes to post now, oldest first."""
+    return list(
+        session.execute(
+            select(OutboundNote.id)
+            .where(
+                OutboundNote.state == "pending",
+                or_(OutboundNote.next_attempt_at.is_(None), OutboundNote.next_attempt_at <= now),
+            )
+            .order_by(OutboundNote.id)
+            .limit(limit)
+        ).scalars()
     )

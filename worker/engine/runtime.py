@@ -98,6 +98,7 @@ class Runtime:
         sources = build_sources(settings)
         outbound = Clients(settings, **(clients or {}))
         journal = _journal(engine)
+        reader = JournalReader(engine, journal) if journal else None
         comms = Communications(catalog=catalog)
         runtime = cls(
             settings=settings,
@@ -120,7 +121,9 @@ class Runtime:
                 # in-memory database, always 3x); PostgreSQL runs elsewhere, so it need not.
                 yield_ratio=0.0 if is_postgres(engine) else BUSY_REST if journal else 3.0,
                 busy=(lambda: web_load(journal) >= BUSY_LOAD) if journal else lambda: True,
-                read_journal=JournalReader(engine, journal).run_once if journal else lambda: 0,
+                read_journal=reader.run_once if reader else lambda: 0,
+                journal_news=reader.has_news if reader else lambda: False,
+                readers=readers,
             ),
             planner=Planner(catalog=catalog, playbooks=playbooks, settings=settings),
             executor=Executor(
@@ -130,14 +133,15 @@ class Runtime:
                 clients=outbound,
                 holder=holder,
                 clock=clock,
+                readers=readers,
                 **{"claim_ttl": timedelta(seconds=settings.executor_claim_seconds), **(executor_options or {})},
             ),
             ticks=Ticks(sessions=sessions, readers=readers, catalog=catalog, intake=intake, clock=clock),
             writer=JournalWriter(engine, journal) if journal else GroupCommitWriter(engine),
             clients=outbound,
             comms=comms,
-            deliverer=StatusDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),
-            notes=NoteDeliverer(sessions=sessions, clients=outbound, holder=holder, clock=clock),
+            deliverer=StatusDeliverer(sessions=sessions, readers=readers, clients=outbound, holder=holder, clock=clock),
+            notes=NoteDeliverer(sessions=sessions, readers=readers, clients=outbound, holder=holder, clock=clock),
             cadence=Cadence(
                 sessions=sessions, readers=readers, catalog=catalog, clients=outbound, comms=comms, clock=clock
             ),

@@ -379,6 +379,25 @@ class JournalReader:
             self._drop_unfinished(path)
         return moved
 
+    def has_news(self) -> bool:
+        """Whether `run_once` would find anything to do: a file grown past what was read, a file whose writer
+        is gone (to read to its end and delete), or an unfinished file to drop. Looks at the files only, so
+        an idle processor need not take its lease (a database write) to find out there is nothing."""
+        if not self._directory.is_dir():
+            return False
+        if not self._swept:
+            return True
+        with os.scandir(self._directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if name.endswith(".new") and time.time() - entry.stat().st_mtime > 60:
+                    return True  # _drop_unfinished's case
+                if name.endswith(".log") and (
+                    self._read_to.get(name) != entry.stat().st_size or _writer_gone(entry.path)
+                ):
+                    return True
+        return False
+
     def _read_file(self, path: Path) -> int:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -511,6 +530,22 @@ def _still_named(fd: int, path: Path) -> bool:
         return False
     opened = os.fstat(fd)
     return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _writer_gone(path: str) -> bool:
+    """Whether no process holds the lock its writer holds while it lives (taken, then given back at once)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False  # finished and deleted meanwhile: nothing to do
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        return True
+    finally:
+        os.close(fd)  # gives the lock back
 
 
 def read_offsets(engine: Engine) -> dict[str, int]:
