@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from conftest import CONFIG
 from harness import ROLLBACK, Harness, pd_event
 
-from worker.engine.comms import LEASE, LEASE_TTL
+from worker.engine.comms import LEASE, LEASE_TTL, StatusDeliverer
 from worker.store import leases
 
 ROLLBACK_VERIFIED = (
@@ -345,5 +347,47 @@ def test_the_page_is_updated_on_cadence_even_when_nothing_changed(database_url: 
         (page_incident,) = h.statuspage.incidents.values()
         assert page_incident["updates"] == ["investigating", "investigating"]
         assert page_incident["body"].startswith("We are still investigating")  # the promised next update
+    finally:
+        h.close()
+
+
+def test_a_replica_back_from_a_slow_call_never_sends_what_another_sent_meanwhile(
+    database_url: str, tmp_path: Path
+) -> None:
+    h = make(database_url, tmp_path)
+    try:
+        h.statuspage.down = True  # two incidents' first updates wait in the outbox
+        h.deliver(pd_event("incident.triggered", priority="P1", incident_id="PX"))
+        other = json.loads(pd_event("incident.triggered", priority="P1", incident_id="PY", title="payments errors"))
+        other["event"]["data"]["service"] = {"id": "PSPAY", "type": "service_reference", "summary": "payments-api"}
+        h.deliver(json.dumps(other).encode())
+        h.runtime.deliverer.run_once()
+        h.statuspage.down = False
+        h.clock.advance(minutes=15)
+        replica = StatusDeliverer(
+            sessions=h.runtime.sessions,
+            readers=h.runtime.readonly_sessions,
+            clients=h.runtime.clients,
+            holder="replica-B",
+            clock=h.clock,
+        )
+        listed = h.statuspage.list_unresolved
+        slow = {"first": True}
+
+        def slow_then_the_other_replica_sends_and_idles() -> list[Any]:
+            if slow["first"]:  # this replica's first call outlasts its lease (a Statuspage hiccup)
+                slow["first"] = False
+                h.clock.advance(seconds=LEASE_TTL.total_seconds() + 5)
+                replica.run_once()  # takes the lapsed lease and sends both incidents' updates
+                for _ in range(20):  # then idles, a pass a second: its lease lapses too
+                    h.clock.advance(seconds=1)
+                    replica.run_once()
+            return listed()
+
+        h.statuspage.list_unresolved = slow_then_the_other_replica_sends_and_idles  # type: ignore[method-assign]
+        h.runtime.deliverer.run_once()
+        creates = [body["name"] for call, body in h.statuspage.calls if call == "create"]
+        assert len(creates) == len(set(creates)) == 2  # each incident's first update went out once
+        assert len(h.statuspage.calls) <= 3  # and at most the call in flight when the lease lapsed again
     finally:
         h.close()

@@ -71,3 +71,15 @@ def test_work_arriving_after_idle_passes_is_done_at_the_next_pass(h: Harness, st
     passes(h, 1)
     (incident,) = h.http.get("/api/incidents").json["incidents"]
     assert incident["status"] == "acknowledged"
+
+
+def test_a_status_page_update_waiting_out_its_backoff_costs_no_write(h: Harness, statements: list[str]) -> None:
+    h.statuspage.down = True
+    h.deliver(pd_event("incident.triggered", priority="P1"))
+    h.runtime.deliverer.run_once()  # the page is down: the update waits, backing off
+    statements.clear()
+    h.runtime.deliverer.run_once()  # within its backoff
+    assert statements and [word for word in statements if word in WRITES or word == "BEGIN IMMEDIATE"] == []
+    h.statuspage.down = False
+    h.clock.advance(minutes=1)
+    assert h.runtime.deliverer.run_once() == 1  # sent once it is due

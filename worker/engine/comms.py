@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.clients.factory import Clients
@@ -253,7 +253,9 @@ class StatusDeliverer:
             return 0
         now = self.clock()
         with (self.readers or self.sessions)() as session:  # the lease is a write: an idle pass makes none
-            if session.execute(select(StatusUpdate.id).where(StatusUpdate.state == "pending").limit(1)).first() is None:
+            due = or_(StatusUpdate.next_attempt_at.is_(None), StatusUpdate.next_attempt_at <= now)
+            waiting = select(StatusUpdate.id).where(StatusUpdate.state == "pending", due).limit(1)
+            if session.scalars(waiting).first() is None:
                 return 0
         with self.sessions.begin() as session:
             if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=LEASE_TTL):
@@ -289,6 +291,8 @@ class StatusDeliverer:
             update = session.execute(
                 select(StatusUpdate).where(StatusUpdate.incident_id == incident_id, StatusUpdate.seq == seq)
             ).scalar_one()
+            if update.state != "pending":  # another replica sent it while this pass waited on a slow call
+                return False
             incident = session.get(Incident, incident_id)
             assert incident is not None
             if update.next_attempt_at is not None and as_utc(update.next_attempt_at) > now:
