@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from conftest import CONFIG
 from harness import ROLLBACK, Harness, pd_event
+from sqlalchemy import select
 
 from worker.engine.comms import LEASE, LEASE_TTL, StatusDeliverer
 from worker.store import leases
+from worker.store.tables import Incident, StatusUpdate
 
 ROLLBACK_VERIFIED = (
     ROLLBACK
@@ -386,8 +390,48 @@ def test_a_replica_back_from_a_slow_call_never_sends_what_another_sent_meanwhile
 
         h.statuspage.list_unresolved = slow_then_the_other_replica_sends_and_idles  # type: ignore[method-assign]
         h.runtime.deliverer.run_once()
-        creates = [body["name"] for call, body in h.statuspage.calls if call == "create"]
-        assert len(creates) == len(set(creates)) == 2  # each incident's first update went out once
-        assert len(h.statuspage.calls) <= 3  # and at most the call in flight when the lease lapsed again
+        # The other replica created both incidents' pages; this one's call in flight when its lease lapsed
+        # found the first page and updated it (the one overlap a lease cannot prevent); then it stopped,
+        # instead of sending the second incident's update again.
+        pages = [(call, body.get("id")) for call, body in h.statuspage.calls]
+        assert pages == [("create", None), ("create", None), ("update", "sp1")]
+        assert h.runtime.deliverer.run_once() == 0 and len(h.statuspage.calls) == 3
+    finally:
+        h.close()
+
+
+def test_a_page_created_during_a_slow_call_never_replaces_the_one_another_replica_recorded(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = make(database_url, tmp_path)
+    try:
+        h.statuspage.down = True
+        h.deliver(pd_event("incident.triggered", priority="P1"))
+        h.runtime.deliverer.run_once()
+        h.statuspage.down = False
+        h.clock.advance(minutes=15)
+        replica = StatusDeliverer(
+            sessions=h.runtime.sessions, clients=h.runtime.clients, holder="replica-B", clock=h.clock
+        )
+        create = h.statuspage.create_incident
+        slow = {"first": True}
+
+        def slow_create(**body: Any) -> Any:
+            if slow["first"]:  # this replica's create outlasts its lease; the other one creates the page
+                slow["first"] = False
+                h.clock.advance(seconds=LEASE_TTL.total_seconds() + 5)
+                assert replica.run_once() == 1
+            return create(**body)
+
+        h.statuspage.create_incident = slow_create  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING, logger="worker.engine.comms"):
+            assert h.runtime.deliverer.run_once() == 0
+        with h.runtime.sessions() as session:
+            (incident,) = session.scalars(select(Incident))
+            (update,) = session.scalars(select(StatusUpdate))
+            assert incident.statuspage_incident_id == "sp1"  # the page the other replica recorded and updates
+            assert (update.state, update.attempts) == ("sent", 2)  # the outage's attempt and the other's
+        assert sorted(h.statuspage.incidents) == ["sp1", "sp2"]
+        assert any("page incident sp2 duplicates sp1" in r.getMessage() for r in caplog.records)
     finally:
         h.close()

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from worker.domain.clock import as_utc
 from worker.store import journal, migrate
@@ -646,26 +646,36 @@ def test_the_head_is_what_earlier_versions_wrote_and_read() -> None:
 def test_the_reader_tells_from_the_files_alone_whether_a_pass_would_find_anything(
     engine: Engine, writer: JournalWriter, directory: Path
 ) -> None:
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    def news(reader: JournalReader) -> bool:
+        before = len(statements)
+        found = reader.has_news()
+        assert len(statements) == before  # the files alone: not a statement to the database
+        return found
+
     reader = JournalReader(engine, directory)
-    assert not reader.has_news()  # no journal yet
+    assert not news(reader)  # no journal yet
     writer.store(item("a"))
-    assert reader.has_news()
+    assert news(reader)
     assert reader.run_once() == 1
-    assert not reader.has_news()  # read to its end, and its writer is alive
+    assert not news(reader)  # read to its end, and its writer is alive
     writer.store(item("b"))
-    assert reader.has_news()
-    assert reader.run_once() == 1 and not reader.has_news()
+    assert news(reader)
+    assert reader.run_once() == 1 and not news(reader)
     restarted = JournalReader(engine, directory)
-    assert restarted.has_news()  # it knows nothing yet: one pass finds out
-    assert restarted.run_once() == 0 and not restarted.has_news()
+    assert news(restarted)  # it knows nothing yet: one pass finds out
+    assert restarted.run_once() == 0 and not news(restarted)
     writer.close()  # its writer gone: the file is to be read to its end and deleted
-    assert reader.has_news()
+    assert news(reader)
     reader.run_once()
-    assert log_files(directory) == [] and not reader.has_news()
+    assert log_files(directory) == [] and not news(reader)
     unfinished = directory / "9-9.new"
     unfinished.touch()
-    assert not reader.has_news()  # a writer may be about to name it
+    assert not news(reader)  # a writer may be about to name it
     os.utime(unfinished, (time.time() - 120, time.time() - 120))
-    assert reader.has_news()  # a writer that died first: to be dropped
+    assert news(reader)  # a writer that died first: to be dropped
     reader.run_once()
-    assert not unfinished.exists() and not reader.has_news()
+    assert not unfinished.exists() and not news(reader)
+    assert statements  # the listener does see the passes' statements

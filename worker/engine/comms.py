@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from worker.clients.factory import Clients
 from worker.clients.statuspage import find_or_create
@@ -253,9 +253,7 @@ class StatusDeliverer:
             return 0
         now = self.clock()
         with (self.readers or self.sessions)() as session:  # the lease is a write: an idle pass makes none
-            due = or_(StatusUpdate.next_attempt_at.is_(None), StatusUpdate.next_attempt_at <= now)
-            waiting = select(StatusUpdate.id).where(StatusUpdate.state == "pending", due).limit(1)
-            if session.scalars(waiting).first() is None:
+            if session.scalars(_due_heads(now).limit(1)).first() is None:
                 return 0
         with self.sessions.begin() as session:
             if not leases.acquire(session, name=LEASE, holder=self.holder, now=now, ttl=LEASE_TTL):
@@ -322,12 +320,23 @@ class StatusDeliverer:
             ).scalar_one()
             incident = session.get(Incident, incident_id)
             assert incident is not None
+            if update.state != "pending":
+                # This pass's lease lapsed during the call and another replica sent the update meanwhile:
+                # what it recorded stands. A page incident this call created too is a duplicate to close.
+                stored = incident.statuspage_incident_id
+                log.warning(
+                    "status page update %s of incident %s was sent by another process during this one's call%s",
+                    seq,
+                    incident_id,
+                    f"; page incident {created_id} duplicates {stored}" if created_id and created_id != stored else "",
+                )
+                return False
             update.attempts += 1
             if error is None:
                 update.state = "sent"
                 update.sent_at = now
                 update.last_error = None
-                if created_id:
+                if created_id and incident.statuspage_incident_id is None:
                     incident.statuspage_incident_id = created_id
                 timeline.append(
                     session,
@@ -350,6 +359,20 @@ class StatusDeliverer:
                     message=f"status page update {update.status} refused: {error}",
                 )
             return False
+
+
+def _due_heads(now: datetime) -> Select[tuple[int]]:
+    """Pending updates a pass would send now: each incident's first pending one, unless it is backing off
+    (the ones behind it wait for it: updates go out in order)."""
+    earlier = aliased(StatusUpdate)
+    ahead = select(earlier.id).where(
+        earlier.incident_id == StatusUpdate.incident_id, earlier.state == "pending", earlier.seq < StatusUpdate.seq
+    )
+    return select(StatusUpdate.id).where(
+        StatusUpdate.state == "pending",
+        or_(StatusUpdate.next_attempt_at.is_(None), StatusUpdate.next_attempt_at <= now),
+        ~ahead.exists(),
+    )
 
 
 @dataclass

@@ -4,7 +4,8 @@ process moves it into the inbox table.
 Why: on SQLite every request that writes the database itself hands the GIL away at least once (and
 queues behind gunicorn's busy threads to get it back) and holds up the one writer slot the background
 process needs; that cost ~25 % of intake throughput however the writes were batched (README,
-Performance). Appending a record is one `write(2)` made while holding the GIL (~2 µs, no thread switch).
+Performance). Appending a record is one `write(2)` made while holding the GIL (no thread switch; ~5 µs
+alone, ~14 µs inside a request, whose work has left the caches cold: README, Performance, session 10).
 
 Durability is the same as a SQLite commit in WAL mode with synchronous=NORMAL (the default): once
 `write` returns, the record is in the kernel's page cache, so it survives kill -9 of any process, and
@@ -392,10 +393,13 @@ class JournalReader:
                 name = entry.name
                 if name.endswith(".new") and time.time() - entry.stat().st_mtime > 60:
                     return True  # _drop_unfinished's case
-                if name.endswith(".log") and (
-                    self._read_to.get(name) != entry.stat().st_size or _writer_gone(entry.path)
-                ):
-                    return True
+                try:
+                    if name.endswith(".log") and (
+                        self._read_to.get(name) != entry.stat().st_size or _writer_gone(entry.path)
+                    ):
+                        return True
+                except FileNotFoundError:
+                    continue  # finished and deleted since it was listed
         return False
 
     def _read_file(self, path: Path) -> int:
