@@ -54,6 +54,7 @@ class Executor:
     sleep: Callable[[float], None] = field(default=lambda s: None)
     claim_ttl: timedelta = timedelta(seconds=30)
     poll: timedelta = timedelta(seconds=5)
+    # For finding candidate runs: on SQLite a read-only session does not take the one write lock.
     readers: sessionmaker[Session] | None = None
     # Called inside the transaction when a mitigation is approved ("identified") or verified ("monitoring").
     on_progress: Callable[[Session, str, Incident], None] = field(default=lambda session, stage, incident: None)

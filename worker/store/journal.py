@@ -390,16 +390,13 @@ class JournalReader:
             return True
         with os.scandir(self._directory) as entries:
             for entry in entries:
-                name = entry.name
-                if name.endswith(".new") and time.time() - entry.stat().st_mtime > 60:
-                    return True  # _drop_unfinished's case
-                try:
-                    if name.endswith(".log") and (
-                        self._read_to.get(name) != entry.stat().st_size or _writer_gone(entry.path)
+                with contextlib.suppress(FileNotFoundError):  # finished and deleted since it was listed
+                    if entry.name.endswith(".new") and _unfinished_for_good(entry.stat().st_mtime):
+                        return True
+                    if entry.name.endswith(".log") and (
+                        self._read_to.get(entry.name) != entry.stat().st_size or _writer_gone(entry.path)
                     ):
                         return True
-                except FileNotFoundError:
-                    continue  # finished and deleted since it was listed
         return False
 
     def _read_file(self, path: Path) -> int:
@@ -506,10 +503,10 @@ class JournalReader:
 
     @staticmethod
     def _drop_unfinished(path: Path) -> None:
-        """A file a writer created but never named .log holds no record: delete it once it is a minute old (a
-        writer renames its new file microseconds after creating it, but may not have locked it yet)."""
+        """A file a writer created but never named .log holds no record: delete it once its writer is surely
+        dead (`_unfinished_for_good`)."""
         with contextlib.suppress(FileNotFoundError):
-            if time.time() - path.stat().st_mtime > 60:
+            if _unfinished_for_good(path.stat().st_mtime):
                 path.unlink()
 
 
@@ -534,6 +531,12 @@ def _still_named(fd: int, path: Path) -> bool:
         return False
     opened = os.fstat(fd)
     return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _unfinished_for_good(modified: float) -> bool:
+    """Whether a `.new` file last changed at `modified` is a dead writer's (a live one names it .log within
+    microseconds, but may not have locked it yet): a minute is far beyond that."""
+    return time.time() - modified > 60
 
 
 def _writer_gone(path: str) -> bool:
