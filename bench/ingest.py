@@ -4,10 +4,13 @@ Starts both servers on 127.0.0.1 and drives them with wrk (Debian package `wrk`)
 with signed PagerDuty webhooks (a unique X-Webhook-Id per request, so none is a duplicate), in turns:
 `--rounds` slices each, alternating which goes first, the other server stopped (SIGSTOP, its background
 process included) while one runs. On a shared machine whose speed drifts over a minute, turns compare
-the two under the same conditions where back-to-back runs did not (ratios of one build spread 0.8-1.0).
+the two under the same conditions where back-to-back runs did not (ratios of one build spread 0.8-1.0);
+one-second turns (the default, 12) spread less than 3-second ones (0.92-0.94 at 8 connections against
+0.84-0.97, in session 11). `--web-cpus` runs both web processes' threads on the CPUs named
+(WORKER_WEB_CPUS), the background process left free.
 Prints requests/s, p50 (median of the slices) and p99 (the worst slice's) time-to-202, the count stored
 vs the count answered 202, how many the background process classified meanwhile, and the ratio.
-Usage: python bench/ingest.py [--seconds 12] [--rounds 4] [--database-url URL]
+Usage: python bench/ingest.py [--seconds 12] [--rounds 12] [--database-url URL] [--threads 16] [--web-cpus 0]
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from worker.testing.postgres import TemporaryPostgres, free_port
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"  # noqa: S105 - a throwaway signing secret for loopback load
 BODY = (ROOT / "tests/fixtures/webhooks/pagerduty/incident.triggered.json").read_bytes()
-WORKERS, THREADS = 2, 16
+WORKERS, THREADS = 1, 16  # --workers, --threads
 
 LUA = """
 local counter = 0
@@ -63,13 +66,16 @@ end
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=12, help="load time per server, split into the rounds")
-    parser.add_argument("--rounds", type=int, default=4, help="turns per server")
+    parser.add_argument("--rounds", type=int, default=12, help="turns per server")
     parser.add_argument("--database-url", help="default: a fresh SQLite file; 'postgres' starts a private PostgreSQL")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn worker processes (both servers)")
     parser.add_argument("--threads", type=int, default=16, help="threads per worker (both servers)")
+    parser.add_argument("--web-cpus", help="CPUs both web processes run on, e.g. 0 (default: unpinned)")
     args = parser.parse_args()
     global WORKERS, THREADS
     WORKERS, THREADS = args.workers, args.threads
+    if args.web_cpus:
+        os.environ["WORKER_WEB_CPUS"] = args.web_cpus  # both servers inherit it
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
@@ -95,6 +101,7 @@ def main() -> int:
             print(
                 f"\n== {connections} connections, {args.seconds}s each in {args.rounds} turns, "
                 f"{WORKERS} gunicorn workers x {THREADS} threads"
+                + (f", web processes on CPUs {args.web_cpus}" if args.web_cpus else "")
             )
             print(
                 f"bare Flask+HMAC+pydantic : {bare['rps']:8.0f} req/s  "
@@ -125,6 +132,7 @@ def main() -> int:
                     "bare_rps": round(b["rps"]),
                     "durable_rps": round(d["rps"]),
                     "p99_ms": d["p99"],
+                    "bare_p99_ms": b["p99"],
                     "ratio": round(d["rps"] / b["rps"], 3),
                 }
                 for c, (b, d, _) in results.items()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
 
+from worker.domain.cpus import format_cpu_list, parse_cpu_list
 from worker.errors import SettingsError
 from worker.settings import KNOWN_VARIABLES, Settings
 
@@ -101,3 +103,28 @@ def test_every_setting_is_in_the_readme_and_every_readme_variable_is_a_setting()
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     documented = set(re.findall(r"`(WORKER_[A-Z_]+)", readme)) - {"WORKER_SECRET_"}
     assert documented == set(KNOWN_VARIABLES)
+
+
+def test_web_cpus_reads_linux_cpu_lists() -> None:
+    allowed = os.sched_getaffinity(0)
+    assert Settings.from_env({}).web_cpus is None
+    assert Settings.from_env({"WORKER_WEB_CPUS": str(min(allowed))}).web_cpus == {min(allowed)}
+    assert parse_cpu_list("0, 2-4,7") == {0, 2, 3, 4, 7}
+    assert format_cpu_list({0, 2, 3, 4, 7, 8}) == "0,2-4,7-8"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("one", "WORKER_WEB_CPUS: 'one' is not a CPU number or range"),
+        ("0,,1", "WORKER_WEB_CPUS: '' is not a CPU number or range"),
+        ("-1", "WORKER_WEB_CPUS: '-1' is not a CPU number or range"),
+        ("3-1", "WORKER_WEB_CPUS: '3-1' is not a CPU range"),
+        ("0-99999999", "WORKER_WEB_CPUS: '0-99999999' is not a CPU range"),  # refused, not built
+        ("8000", "WORKER_WEB_CPUS: this process may run on CPUs"),  # not one of this machine's
+    ],
+)
+def test_unusable_web_cpus_are_refused_with_the_part_named(value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"WORKER_WEB_CPUS": value})
+    assert str(refused.value).startswith(message)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from worker.domain.cpus import format_cpu_list, parse_cpu_list
 from worker.domain.durations import parse_duration
 from worker.errors import SettingsError
 
@@ -58,6 +59,10 @@ class Settings(BaseModel):
         le=19,
         description="Niceness of the background process: on a shared host, answering webhooks comes first.",
     )
+    web_cpus: frozenset[int] | None = Field(
+        default=None,
+        description="CPUs the web process's threads run on (unset: wherever the kernel puts them).",
+    )
     trusted_proxies: int = Field(
         default=0,
         ge=0,
@@ -86,6 +91,25 @@ class Settings(BaseModel):
         if parsed.drivername in {"sqlite", "sqlite+pysqlite", "postgresql+psycopg"}:
             return url
         raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite:///PATH or postgresql://…")
+
+    @field_validator("web_cpus", mode="before")
+    @classmethod
+    def _cpu_list(cls, value: object) -> object:
+        return parse_cpu_list(value) if isinstance(value, str) else value
+
+    @field_validator("web_cpus")
+    @classmethod
+    def _cpus_allowed(cls, cpus: frozenset[int] | None) -> frozenset[int] | None:
+        if cpus is None:
+            return None
+        if not hasattr(os, "sched_setaffinity"):
+            raise ValueError("this platform cannot run a process on chosen CPUs; leave it unset")
+        allowed = os.sched_getaffinity(0)
+        if not cpus <= allowed:
+            raise ValueError(
+                f"this process may run on CPUs {format_cpu_list(allowed)} only, not {format_cpu_list(cpus - allowed)}"
+            )
+        return cpus
 
     @field_validator("public_url", "pagerduty_api_url", "opsgenie_api_url", "statuspage_api_url", "aws_endpoint_url")
     @classmethod
@@ -158,6 +182,7 @@ _PLAIN = {
     "executor_claim_seconds": "EXECUTOR_CLAIM_SECONDS",
     "background_nice": "BACKGROUND_NICE",
     "trusted_proxies": "TRUSTED_PROXIES",
+    "web_cpus": "WEB_CPUS",
     "log_level": "LOG_LEVEL",
     "log_format": "LOG_FORMAT",
 }
