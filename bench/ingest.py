@@ -65,7 +65,8 @@ end
 done = function(summary, latency, requests)
   -- the latency quantiles at every tenth of a percent (microseconds), so that turns add up (ingest.py)
   local q = {}
-  for i = 0, 1000 do q[#q + 1] = latency:percentile(i / 10) end
+  for i = 0, 999 do q[#q + 1] = latency:percentile(i / 10) end
+  q[#q + 1] = latency.max  -- wrk 4.1's percentile(100) answers 0
   io.write("QUANTILES " .. table.concat(q, ",") .. "\\n")
 end
 """
@@ -298,9 +299,10 @@ def _pooled_percentile(slices: list[dict[str, Any]], percent: float) -> float:
     quantiles at which the turns' shares below it, weighted by their request counts, reach `percent`."""
     total = sum(s["ok"] + s["errors"] for s in slices)
     for value in sorted({v for s in slices for v in s["quantiles"]}):
-        # A turn's share at or under `value`: its highest tenth of a percent whose quantile is at most `value`.
-        below = sum((bisect.bisect_right(s["quantiles"], value) - 1) / 1000 * (s["ok"] + s["errors"]) for s in slices)
-        if below >= total * percent / 100:
+        # A turn's share at or under `value`, in thousandths: its highest tenth of a percent whose quantile is
+        # at most `value` (none, under its fastest request). In integers: 990/1000*n can round under n*99/100.
+        below = sum(max(bisect.bisect_right(s["quantiles"], value) - 1, 0) * (s["ok"] + s["errors"]) for s in slices)
+        if below * 100 >= total * percent * 1000:
             return value / 1000
     return float("nan")
 

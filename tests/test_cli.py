@@ -250,6 +250,18 @@ def test_a_database_error_without_a_message_is_still_reported(
     assert capsys.readouterr().err == "incident-worker: cannot use the database: OSError\n"
 
 
+def test_web_cpus_this_machine_does_not_allow_stop_the_web_process_alone(tmp_path: Path) -> None:
+    absent = max(os.sched_getaffinity(0)) + 1
+    env = {"WORKER_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}", "WORKER_WEB_CPUS": str(absent)}
+    assert cli("db", "upgrade", env=env).returncode == 0  # other verbs do not use the setting
+    result = cli("web", "--config", str(CONFIG), cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"WORKER_WEB_CPUS: the web process cannot run on CPU {absent}: this machine or container allows" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+
+
 def test_the_background_process_runs_nicer_than_the_web_process(tmp_path: Path) -> None:
     own = os.getpriority(os.PRIO_PROCESS, 0)
     nicer = min(own + 3, 19)  # nicer than whatever the tests run at, so the change is seen

@@ -110,6 +110,8 @@ def test_web_cpus_reads_linux_cpu_lists() -> None:
     assert Settings.from_env({}).web_cpus is None
     assert Settings.from_env({"WORKER_WEB_CPUS": str(min(allowed))}).web_cpus == {min(allowed)}
     assert parse_cpu_list("0, 2-4,7") == {0, 2, 3, 4, 7}
+    assert parse_cpu_list(" 1 ,1") == {1}
+    assert Settings.from_env({"WORKER_WEB_CPUS": "8000"}).web_cpus == {8000}  # checked where the web process starts
     assert format_cpu_list({0, 2, 3, 4, 7, 8}) == "0,2-4,7-8"
 
 
@@ -119,9 +121,11 @@ def test_web_cpus_reads_linux_cpu_lists() -> None:
         ("one", "WORKER_WEB_CPUS: 'one' is not a CPU number or range"),
         ("0,,1", "WORKER_WEB_CPUS: '' is not a CPU number or range"),
         ("-1", "WORKER_WEB_CPUS: '-1' is not a CPU number or range"),
+        ("0-", "WORKER_WEB_CPUS: '0-' is not a CPU number or range"),
         ("3-1", "WORKER_WEB_CPUS: '3-1' is not a CPU range"),
-        ("0-99999999", "WORKER_WEB_CPUS: '0-99999999' is not a CPU range"),  # refused, not built
-        ("8000", "WORKER_WEB_CPUS: this process may run on CPUs"),  # not one of this machine's
+        ("0-99999", "WORKER_WEB_CPUS: '0-99999': CPU 99999 is above 8191"),  # refused, not built
+        ("9" * 5000, "WORKER_WEB_CPUS: '9999"),  # not Python's own message about long numbers
+        ("\u0661", "WORKER_WEB_CPUS: '\u0661' is not a CPU number"),  # an Arabic-Indic one is not CPU 1
     ],
 )
 def test_unusable_web_cpus_are_refused_with_the_part_named(value: str, message: str) -> None:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from worker.domain.cpus import format_cpu_list, parse_cpu_list
+from worker.domain.cpus import parse_cpu_list
 from worker.domain.durations import parse_duration
 from worker.errors import SettingsError
 
@@ -96,20 +96,6 @@ class Settings(BaseModel):
     @classmethod
     def _cpu_list(cls, value: object) -> object:
         return parse_cpu_list(value) if isinstance(value, str) else value
-
-    @field_validator("web_cpus")
-    @classmethod
-    def _cpus_allowed(cls, cpus: frozenset[int] | None) -> frozenset[int] | None:
-        if cpus is None:
-            return None
-        if not hasattr(os, "sched_setaffinity"):
-            raise ValueError("this platform cannot run a process on chosen CPUs; leave it unset")
-        allowed = os.sched_getaffinity(0)
-        if not cpus <= allowed:
-            raise ValueError(
-                f"this process may run on CPUs {format_cpu_list(allowed)} only, not {format_cpu_list(cpus - allowed)}"
-            )
-        return cpus
 
     @field_validator("public_url", "pagerduty_api_url", "opsgenie_api_url", "statuspage_api_url", "aws_endpoint_url")
     @classmethod

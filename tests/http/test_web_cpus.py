@@ -13,6 +13,7 @@ import httpx
 import pytest
 from conftest import CONFIG, ROOT
 
+from worker.http.server import check_web_cpus
 from worker.testing.postgres import free_port
 
 
@@ -67,3 +68,14 @@ def test_every_thread_of_the_web_process_runs_on_the_cpus_named(tmp_path: Path) 
     finally:
         web.terminate()
         web.wait(timeout=30)
+
+
+def test_web_processes_told_to_share_fewer_cpus_than_they_are_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cpu = min(os.sched_getaffinity(0))
+    with caplog.at_level("WARNING", logger="worker.http.server"):
+        check_web_cpus(frozenset({cpu}), workers=1)
+        assert not caplog.records
+        check_web_cpus(frozenset({cpu}), workers=2)
+    assert "2 web processes share WORKER_WEB_CPUS=" in caplog.text

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 MAX_CPU = 8191  # the kernel's largest NR_CPUS; a larger number is a typo, not a range to build
+_PART = re.compile(r"([0-9]{1,6})(?:-([0-9]{1,6}))?")  # ASCII digits only, and few of them
 
 
 def parse_cpu_list(text: str) -> frozenset[int]:
     """The CPUs `text` names; ValueError says which part is not a CPU number or range."""
     cpus: set[int] = set()
-    for part in text.split(","):
-        first, dash, last = part.strip().partition("-")
-        if not first.isdecimal() or (dash and not last.isdecimal()):
-            raise ValueError(f"{part.strip()!r} is not a CPU number or range: expected a list such as 0, 0-3 or 0,2-3")
-        low, high = int(first), int(last) if dash else int(first)
-        if high < low or high > MAX_CPU:
-            raise ValueError(f"{part.strip()!r} is not a CPU range: expected low-high with high at most {MAX_CPU}")
+    for raw in text.split(","):
+        part = raw.strip()
+        match = _PART.fullmatch(part)
+        if match is None:
+            raise ValueError(f"{part[:40]!r} is not a CPU number or range: expected a list such as 0, 0-3 or 0,2-3")
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) is not None else low
+        if high > MAX_CPU:
+            raise ValueError(f"{part!r}: CPU {high} is above {MAX_CPU}, the most Linux numbers")
+        if high < low:
+            raise ValueError(f"{part!r} is not a CPU range: its first CPU must not exceed its last")
         cpus.update(range(low, high + 1))
     return frozenset(cpus)
 

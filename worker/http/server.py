@@ -23,6 +23,7 @@ from gunicorn.app.base import BaseApplication
 
 from worker.domain.cpus import format_cpu_list
 from worker.engine.runtime import Runtime
+from worker.errors import SettingsError
 from worker.http.app import create_app
 from worker.settings import Settings
 from worker.store.web_load import LoadPublisher
@@ -84,8 +85,29 @@ def pin_threads(cpus: frozenset[int]) -> None:
             os.sched_setaffinity(int(task), cpus)
 
 
+def check_web_cpus(cpus: frozenset[int] | None, workers: int) -> None:
+    """Refuse CPUs the web process may not run on here (SettingsError); warn when workers must share them."""
+    if not cpus:
+        return
+    if sys.platform != "linux":
+        raise SettingsError("WORKER_WEB_CPUS: only Linux runs a process on chosen CPUs here; leave it unset")
+    allowed = os.sched_getaffinity(0)
+    if not cpus <= allowed:
+        raise SettingsError(
+            f"WORKER_WEB_CPUS: the web process cannot run on CPU {format_cpu_list(cpus - allowed)}: "
+            f"this machine or container allows {format_cpu_list(allowed)}"
+        )
+    if workers > len(cpus):
+        log.warning(
+            "%d web processes share WORKER_WEB_CPUS=%s: each process uses about one CPU, so name one per process",
+            workers,
+            format_cpu_list(cpus),
+        )
+
+
 def run_web(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:
     """Serve HTTP only (the `web` verb)."""
+    check_web_cpus(settings.web_cpus, workers)
     options = {
         "bind": f"{host}:{port}",
         "workers": workers,
