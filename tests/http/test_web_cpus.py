@@ -1,5 +1,5 @@
 """WORKER_WEB_CPUS runs every thread of the web process on the CPUs it names (README, Performance: on a
-small VM, keeping the GIL's hand-overs on one CPU raised intake 1.3-1.8x)."""
+small VM, keeping the GIL's hand-overs on one CPU raised intake 1.2-1.9x)."""
 
 from __future__ import annotations
 

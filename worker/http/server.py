@@ -78,7 +78,7 @@ def pin_threads(cpus: frozenset[int]) -> None:
     Why an operator may want it: the web process's threads share one GIL, so it never uses much more than
     one core, but unpinned, each hand-over of the GIL may wake a thread on another CPU. On a 2-vCPU VM
     that cost 20-24 context switches and 1.0-1.7 ms of CPU per webhook; on one CPU, 1-4 and 0.6-1.0 ms,
-    and intake rose 1.3-1.8x for the bare and durable apps alike (README, Performance, session 11).
+    and intake rose 1.2-1.9x for the bare and durable apps alike (README, Performance, session 11).
     """
     for task in os.listdir("/proc/self/task"):
         with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
