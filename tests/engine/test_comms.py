@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ from conftest import CONFIG
 from harness import ROLLBACK, Harness, pd_event
 from sqlalchemy import select
 
+from worker.engine import comms
 from worker.engine.comms import LEASE, LEASE_TTL, StatusDeliverer
 from worker.store import leases
 from worker.store.tables import Incident, StatusUpdate
@@ -433,5 +435,41 @@ def test_a_page_created_during_a_slow_call_never_replaces_the_one_another_replic
             assert (update.state, update.attempts) == ("sent", 2)  # the outage's attempt and the other's
         assert sorted(h.statuspage.incidents) == ["sp1", "sp2"]
         assert any("page incident sp2 duplicates sp1" in r.getMessage() for r in caplog.records)
+    finally:
+        h.close()
+
+
+def test_a_status_page_call_slower_than_the_lease_keeps_it_so_no_other_replica_repeats_the_call(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ttl = timedelta(seconds=0.3)  # renewed every 0.1 s of real time while a call runs
+    monkeypatch.setattr(comms, "LEASE_TTL", ttl)
+    h = make(database_url, tmp_path)
+    try:
+        h.statuspage.down = True
+        h.deliver(pd_event("incident.triggered", priority="P1"))
+        h.runtime.deliverer.run_once()
+        h.statuspage.down = False
+        h.clock.advance(minutes=15)
+        replica = StatusDeliverer(
+            sessions=h.runtime.sessions, clients=h.runtime.clients, holder="replica-B", clock=h.clock
+        )
+        create = h.statuspage.create_incident
+        other: list[int] = []
+        creates = 0
+
+        def slow_create(**body: Any) -> Any:
+            nonlocal creates
+            creates += 1
+            if creates == 1:  # this replica's call: slow
+                h.clock.advance(seconds=ttl.total_seconds() * 10)  # far past the lease taken for this call
+                time.sleep(ttl.total_seconds())  # meanwhile the call's renewer keeps the lease
+                other.append(replica.run_once())
+            return create(**body)
+
+        h.statuspage.create_incident = slow_create  # type: ignore[method-assign]
+        assert h.runtime.deliverer.run_once() == 1
+        assert other == [0]  # the other replica found the lease held, and sent nothing
+        assert sorted(h.statuspage.incidents) == ["sp1"]  # one page incident, not two
     finally:
         h.close()

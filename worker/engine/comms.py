@@ -40,7 +40,7 @@ DEFAULT_TEMPLATES = {
     "downgraded": "The impact on {{ service_name }} has been reduced. We continue to work on it.",
 }
 LEASE = "statuspage"
-LEASE_TTL = timedelta(seconds=15)  # renewed before each update is sent: longer than any one API call
+LEASE_TTL = timedelta(seconds=15)  # renewed before each update is sent, and every 5 s while it is sent
 ORDER = {"investigating": 0, "identified": 1, "monitoring": 2, "resolved": 3}
 
 
@@ -305,15 +305,18 @@ class StatusDeliverer:
         client = self.clients.statuspage
         error: ActionError | None = None
         created_id: str | None = None
-        try:
-            if page_incident is None:
-                created_id = find_or_create(client, incident_id=incident_id, name=name, body=body, **payload)
-            elif body:
-                client.update_incident(page_incident, body=body, **payload)
-            else:
-                client.update_incident(page_incident, **payload)
-        except ActionError as exc:
-            error = exc
+        # The lease is renewed while the call runs: a call slower than LEASE_TTL (10 s timeouts per phase,
+        # over two or three requests) must not let another replica send the same update meanwhile.
+        with leases.kept(self.sessions, name=LEASE, holder=self.holder, ttl=LEASE_TTL, clock=self.clock):
+            try:
+                if page_incident is None:
+                    created_id = find_or_create(client, incident_id=incident_id, name=name, body=body, **payload)
+                elif body:
+                    client.update_incident(page_incident, body=body, **payload)
+                else:
+                    client.update_incident(page_incident, **payload)
+            except ActionError as exc:
+                error = exc
         with self.sessions.begin() as session:
             update = session.execute(
                 select(StatusUpdate).where(StatusUpdate.incident_id == incident_id, StatusUpdate.seq == seq)

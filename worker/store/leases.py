@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from worker.store import holders
 from worker.store.tables import Lease
@@ -62,6 +65,38 @@ def _take_over(session: Session, name: str, gone: str, holder: str, until: datet
     if taken:
         log.warning("lease %s: its holder %s is gone; taken over by %s", name, gone, holder)
     return bool(taken)
+
+
+@contextmanager
+def kept(
+    sessions: sessionmaker[Session], *, name: str, holder: str, ttl: timedelta, clock: Callable[[], datetime]
+) -> Iterator[None]:
+    """Renew the lease every third of `ttl` while the block runs, from another thread.
+
+    For a block that waits on the network outside any transaction: a call slower than the lease would let
+    it lapse, and another process would take it and repeat the work the call is doing. Renewal stops when
+    the block ends, or when another holder has the lease (it lapsed anyway, e.g. while this process was
+    stopped). A process that dies stops renewing, and its lease lapses or is taken over as before.
+    """
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(ttl.total_seconds() / 3):
+            try:
+                with sessions.begin() as session:
+                    if not acquire(session, name=name, holder=holder, now=clock(), ttl=ttl):
+                        log.warning("lease %s: %s lost it during a slow call; another holder has it", name, holder)
+                        return
+            except Exception:  # noqa: BLE001 - the block goes on; its own fencing checks the lease after
+                log.warning("lease %s: renewing it during a slow call failed", name, exc_info=True)
+
+    renewer = threading.Thread(target=renew, name=f"lease-{name}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        renewer.join()
 
 
 def release(session: Session, *, name: str, holder: str) -> None:
