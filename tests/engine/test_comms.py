@@ -402,19 +402,23 @@ def test_a_replica_back_from_a_slow_call_never_sends_what_another_sent_meanwhile
         h.close()
 
 
+def _page_update_waiting_and_another_replica(h: Harness) -> StatusDeliverer:
+    """A SEV1's first status page update, left pending by an outage that is now over, and the deliverer of
+    a second replica beside the harness's own."""
+    h.statuspage.down = True
+    h.deliver(pd_event("incident.triggered", priority="P1"))
+    h.runtime.deliverer.run_once()
+    h.statuspage.down = False
+    h.clock.advance(minutes=15)
+    return StatusDeliverer(sessions=h.runtime.sessions, clients=h.runtime.clients, holder="replica-B", clock=h.clock)
+
+
 def test_a_page_created_during_a_slow_call_never_replaces_the_one_another_replica_recorded(
     database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = make(database_url, tmp_path)
     try:
-        h.statuspage.down = True
-        h.deliver(pd_event("incident.triggered", priority="P1"))
-        h.runtime.deliverer.run_once()
-        h.statuspage.down = False
-        h.clock.advance(minutes=15)
-        replica = StatusDeliverer(
-            sessions=h.runtime.sessions, clients=h.runtime.clients, holder="replica-B", clock=h.clock
-        )
+        replica = _page_update_waiting_and_another_replica(h)
         create = h.statuspage.create_incident
         slow = {"first": True}
 
@@ -446,14 +450,7 @@ def test_a_status_page_call_slower_than_the_lease_keeps_it_so_no_other_replica_r
     monkeypatch.setattr(comms, "LEASE_TTL", ttl)
     h = make(database_url, tmp_path)
     try:
-        h.statuspage.down = True
-        h.deliver(pd_event("incident.triggered", priority="P1"))
-        h.runtime.deliverer.run_once()
-        h.statuspage.down = False
-        h.clock.advance(minutes=15)
-        replica = StatusDeliverer(
-            sessions=h.runtime.sessions, clients=h.runtime.clients, holder="replica-B", clock=h.clock
-        )
+        replica = _page_update_waiting_and_another_replica(h)
         create = h.statuspage.create_incident
         other: list[int] = []
         creates = 0
