@@ -15,6 +15,7 @@ from conftest import CONFIG
 from harness import ROLLBACK, Harness, pd_event
 from sqlalchemy import select
 
+from worker.domain.clock import utcnow
 from worker.engine import comms
 from worker.engine.comms import LEASE, LEASE_TTL, StatusDeliverer
 from worker.store import leases
@@ -446,26 +447,28 @@ def test_a_page_created_during_a_slow_call_never_replaces_the_one_another_replic
 def test_a_status_page_call_slower_than_the_lease_keeps_it_so_no_other_replica_repeats_the_call(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ttl = timedelta(seconds=0.3)  # renewed every 0.1 s of real time while a call runs
+    ttl = timedelta(seconds=0.3)  # extended every 0.1 s while a call runs
     monkeypatch.setattr(comms, "LEASE_TTL", ttl)
     h = make(database_url, tmp_path)
     try:
-        replica = _page_update_waiting_and_another_replica(h)
+        _page_update_waiting_and_another_replica(h)
+        # Two replicas on the real clock, as renewal runs on it (the harness's clock stands still).
+        first, second = (
+            StatusDeliverer(sessions=h.runtime.sessions, clients=h.runtime.clients, holder=name, clock=utcnow)
+            for name in ("replica-A", "replica-B")
+        )
         create = h.statuspage.create_incident
         other: list[int] = []
-        creates = 0
 
         def slow_create(**body: Any) -> Any:
-            nonlocal creates
-            creates += 1
-            if creates == 1:  # this replica's call: slow
-                h.clock.advance(seconds=ttl.total_seconds() * 10)  # far past the lease taken for this call
-                time.sleep(ttl.total_seconds())  # meanwhile the call's renewer keeps the lease
-                other.append(replica.run_once())
+            if not other:  # the first replica's call: four times as long as the lease
+                other.append(-1)
+                time.sleep(ttl.total_seconds() * 4)
+                other[0] = second.run_once()
             return create(**body)
 
         h.statuspage.create_incident = slow_create  # type: ignore[method-assign]
-        assert h.runtime.deliverer.run_once() == 1
+        assert first.run_once() == 1
         assert other == [0]  # the other replica found the lease held, and sent nothing
         assert sorted(h.statuspage.incidents) == ["sp1"]  # one page incident, not two
     finally:

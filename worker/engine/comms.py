@@ -41,6 +41,9 @@ DEFAULT_TEMPLATES = {
 }
 LEASE = "statuspage"
 LEASE_TTL = timedelta(seconds=15)  # renewed before each update is sent, and every 5 s while it is sent
+# How long one update's calls keep the lease renewed: two or three requests at the client's 10 s timeouts,
+# with room. A call that outlasts it (a server trickling its answer) no longer keeps the other replicas out.
+CALL_HOLD = timedelta(seconds=60)
 ORDER = {"investigating": 0, "identified": 1, "monitoring": 2, "resolved": 3}
 
 
@@ -307,7 +310,9 @@ class StatusDeliverer:
         created_id: str | None = None
         # The lease is renewed while the call runs: a call slower than LEASE_TTL (10 s timeouts per phase,
         # over two or three requests) must not let another replica send the same update meanwhile.
-        with leases.kept(self.sessions, name=LEASE, holder=self.holder, ttl=LEASE_TTL, clock=self.clock):
+        with leases.kept(
+            self.sessions, name=LEASE, holder=self.holder, ttl=LEASE_TTL, clock=self.clock, max_hold=CALL_HOLD
+        ):
             try:
                 if page_incident is None:
                     created_id = find_or_create(client, incident_id=incident_id, name=name, body=body, **payload)

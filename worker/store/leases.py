@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,15 @@ _TAKE_OVER = (
     update(_TABLE)
     .where(_TABLE.c.name == bindparam("lease"), _TABLE.c.holder == bindparam("gone"))
     .values(holder=bindparam("by"), expires_at=bindparam("until"))
+)
+_EXTEND = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.name == bindparam("lease"),
+        _TABLE.c.holder == bindparam("by"),
+        _TABLE.c.expires_at >= bindparam("now"),
+    )
+    .values(expires_at=bindparam("until"))
 )
 _HOLDER = select(_TABLE.c.holder).where(_TABLE.c.name == bindparam("lease"))
 _CREATE = insert(_TABLE).values(name=bindparam("lease"), holder=bindparam("by"), expires_at=bindparam("until"))
@@ -69,23 +79,35 @@ def _take_over(session: Session, name: str, gone: str, holder: str, until: datet
 
 @contextmanager
 def kept(
-    sessions: sessionmaker[Session], *, name: str, holder: str, ttl: timedelta, clock: Callable[[], datetime]
+    sessions: sessionmaker[Session],
+    *,
+    name: str,
+    holder: str,
+    ttl: timedelta,
+    clock: Callable[[], datetime],
+    max_hold: timedelta,
 ) -> Iterator[None]:
-    """Renew the lease every third of `ttl` while the block runs, from another thread.
+    """Extend the lease every third of `ttl` while the block runs, from another thread, for `max_hold` at
+    most.
 
     For a block that waits on the network outside any transaction: a call slower than the lease would let
-    it lapse, and another process would take it and repeat the work the call is doing. Renewal stops when
-    the block ends, or when another holder has the lease (it lapsed anyway, e.g. while this process was
-    stopped). A process that dies stops renewing, and its lease lapses or is taken over as before.
+    it lapse, and another process would take it and repeat the work the call is doing. Renewal only ever
+    extends a lease `holder` still holds (`extend`): it stops when the block ends, when the lease was
+    released or lapsed (this process stopped, say), and after `max_hold`, so that a call that never ends
+    does not keep every other process from the work. A process that dies stops renewing, as before.
     """
     done = threading.Event()
+    deadline = time.monotonic() + max_hold.total_seconds()
 
     def renew() -> None:
         while not done.wait(ttl.total_seconds() / 3):
+            if time.monotonic() >= deadline:
+                log.warning("lease %s: a call has run for %s; no longer renewing it for %s", name, max_hold, holder)
+                return
             try:
                 with sessions.begin() as session:
-                    if not acquire(session, name=name, holder=holder, now=clock(), ttl=ttl):
-                        log.warning("lease %s: %s lost it during a slow call; another holder has it", name, holder)
+                    if not extend(session, name=name, holder=holder, now=clock(), ttl=ttl):
+                        log.warning("lease %s: %s no longer holds it (released, or lapsed); not renewing", name, holder)
                         return
             except Exception:  # noqa: BLE001 - the block goes on; its own fencing checks the lease after
                 log.warning("lease %s: renewing it during a slow call failed", name, exc_info=True)
@@ -97,6 +119,11 @@ def kept(
     finally:
         done.set()
         renewer.join()
+
+
+def extend(session: Session, *, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
+    """Extend the lease if `holder` holds it and it has not lapsed; unlike `acquire`, never takes it."""
+    return bool(session.execute(_EXTEND, {"lease": name, "by": holder, "now": now, "until": now + ttl}).rowcount)
 
 
 def release(session: Session, *, name: str, holder: str) -> None:
