@@ -11,13 +11,9 @@ import os
 
 from flask import Flask, jsonify, request
 
-from worker.domain.cpus import parse_cpu_list
-from worker.http.server import pin_threads
 from worker.sources.pagerduty import Envelope
 
 SECRET = os.environ.get("BENCH_SECRET", "bench-secret").encode()
-if cpus := os.environ.get("WORKER_WEB_CPUS"):  # imported in the gunicorn worker: pinned as the worker's is
-    pin_threads(parse_cpu_list(cpus))
 app = Flask(__name__)
 
 

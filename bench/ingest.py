@@ -3,11 +3,11 @@
 Starts both servers on 127.0.0.1 and drives them with wrk (Debian package `wrk`) at 8 and 64 connections
 with signed PagerDuty webhooks (a unique X-Webhook-Id per request, so none is a duplicate), in turns:
 `--rounds` slices each, alternating which goes first, the other server stopped (SIGSTOP, its background
-process included) while one runs. On a shared machine whose speed drifts over a minute, turns compare
-the two under the same conditions where back-to-back runs did not (ratios of one build spread 0.8-1.0);
-one-second turns (the default, 12) spread less than 3-second ones (0.92-0.94 at 8 connections against
-0.84-0.97, in session 11). `--web-cpus` runs both web processes' threads on the CPUs named
-(WORKER_WEB_CPUS), the background process left free.
+process included) while one runs. On a shared machine whose speed drifts from second to second, turns
+compare the two under the same conditions where back-to-back runs did not (ratios of one build spread
+0.8-1.0). Turns are one second long by default (12): in session 11, seven runs so gave 0.89-0.95 /
+0.854-0.954 at 8 / 64 connections, where runs in 3-second turns had given 0.80-1.02. `--web-cpus` runs
+both servers' web processes on the CPUs named (WORKER_WEB_CPUS), the background process left free.
 Prints requests/s, p50 and p99 time-to-202 over the requests of every turn (from each turn's quantiles
 at every 0.1 %), the worst turn's p99, the count stored vs the count answered 202, how many the background
 process classified meanwhile, and the ratio.
@@ -172,6 +172,8 @@ def _bare_server(port: int, work: Path, database_url: str | None) -> subprocess.
             str(THREADS),
             "--log-level",
             "warning",
+            "-c",
+            "python:bare_gunicorn",  # WORKER_WEB_CPUS as the worker applies it
             "bare_app:app",
         ],
         env=env,

@@ -40,9 +40,10 @@ DEFAULT_TEMPLATES = {
     "downgraded": "The impact on {{ service_name }} has been reduced. We continue to work on it.",
 }
 LEASE = "statuspage"
-LEASE_TTL = timedelta(seconds=15)  # renewed before each update is sent, and every 5 s while it is sent
-# How long one update's calls keep the lease renewed: two or three requests at the client's 10 s timeouts,
-# with room. A call that outlasts it (a server trickling its answer) no longer keeps the other replicas out.
+LEASE_TTL = timedelta(seconds=15)  # renewed before each update is sent, and extended while it is sent
+# How long one update's calls keep extending the lease (every LEASE_TTL/3, `leases.kept`): two or three
+# requests at the client's 10 s timeouts, with room. A call that outlasts it (a server trickling its answer:
+# the timeouts are per read) keeps the other replicas out for one LEASE_TTL more, not for ever.
 CALL_HOLD = timedelta(seconds=60)
 ORDER = {"investigating": 0, "identified": 1, "monitoring": 2, "resolved": 3}
 
@@ -308,8 +309,9 @@ class StatusDeliverer:
         client = self.clients.statuspage
         error: ActionError | None = None
         created_id: str | None = None
-        # The lease is renewed while the call runs: a call slower than LEASE_TTL (10 s timeouts per phase,
-        # over two or three requests) must not let another replica send the same update meanwhile.
+        # The lease is extended while the call runs (for CALL_HOLD at most; never once released or lapsed):
+        # a call slower than LEASE_TTL (10 s timeouts per phase, over two or three requests) must not let
+        # another replica send the same update meanwhile.
         with leases.kept(
             self.sessions, name=LEASE, holder=self.holder, ttl=LEASE_TTL, clock=self.clock, max_hold=CALL_HOLD
         ):

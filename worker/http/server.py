@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +46,6 @@ class WebServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:  # in the worker process, after the fork
-        if self.settings.web_cpus:
-            pin_threads(self.settings.web_cpus)
-            log.info("web process %d runs on CPUs %s", os.getpid(), format_cpu_list(self.settings.web_cpus))
         runtime = Runtime.build(self.settings, migrate_db=False)
         try:
             runtime.writer.prepare()  # before the first requests, which would otherwise queue behind it
@@ -72,13 +71,27 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def choose_cpu(server: Any, worker: Any, cpus: frozenset[int]) -> None:
+    """gunicorn's pre_fork hook (in the master): the web process about to start gets the CPU of `cpus` that
+    the fewest live web processes have, so that each has one of its own when there are enough."""
+    used = Counter(getattr(sibling, "web_cpu", None) for sibling in server.WORKERS.values())
+    worker.web_cpu = min(sorted(cpus), key=lambda cpu: used[cpu])
+
+
+def pin_to_chosen_cpu(server: Any, worker: Any) -> None:
+    """gunicorn's post_fork hook (in the new web process, before it loads the app or starts threads)."""
+    pin_threads(frozenset({worker.web_cpu}))
+    log.info("web process %d runs on CPU %d", os.getpid(), worker.web_cpu)
+
+
 def pin_threads(cpus: frozenset[int]) -> None:
     """Run every thread of this process on `cpus` (threads started later inherit it from their starter).
 
-    Why an operator may want it: the web process's threads share one GIL, so it never uses much more than
-    one core, but unpinned, each hand-over of the GIL may wake a thread on another CPU. On a 2-vCPU VM
-    that cost 20-24 context switches and 1.0-1.7 ms of CPU per webhook; on one CPU, 1-4 and 0.6-1.0 ms,
-    and intake rose 1.2-1.9x for the bare and durable apps alike (README, Performance, session 11).
+    Why an operator may want it (WORKER_WEB_CPUS: each web process on one CPU): the web process's threads
+    share one GIL, so it never uses much more than one core, but unpinned, each hand-over of the GIL may
+    wake a thread on another CPU. On a 2-vCPU VM that cost 20-24 context switches and 1.0-1.7 ms of CPU
+    per webhook; on one CPU, 1-4 and 0.6-1.0 ms, and intake rose 1.25-1.85x for the bare and durable apps
+    alike (README, Performance, session 11).
     """
     for task in os.listdir("/proc/self/task"):
         with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
@@ -99,7 +112,8 @@ def check_web_cpus(cpus: frozenset[int] | None, workers: int) -> None:
         )
     if workers > len(cpus):
         log.warning(
-            "%d web processes share WORKER_WEB_CPUS=%s: each process uses about one CPU, so name one per process",
+            "%d web processes share WORKER_WEB_CPUS=%s: each runs on one CPU and uses about one, so name one per "
+            "process",
             workers,
             format_cpu_list(cpus),
         )
@@ -108,7 +122,7 @@ def check_web_cpus(cpus: frozenset[int] | None, workers: int) -> None:
 def run_web(settings: Settings, *, host: str, port: int, workers: int, threads: int) -> None:
     """Serve HTTP only (the `web` verb)."""
     check_web_cpus(settings.web_cpus, workers)
-    options = {
+    options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
         "worker_class": "gthread",
@@ -122,6 +136,9 @@ def run_web(settings: Settings, *, host: str, port: int, workers: int, threads: 
         "proc_name": "incident-worker-web",
         "control_socket_disable": True,
     }
+    if cpus := settings.web_cpus:
+        options["pre_fork"] = functools.partial(choose_cpu, cpus=cpus)
+        options["post_fork"] = pin_to_chosen_cpu
     WebServer(settings, options).run()
 
 
