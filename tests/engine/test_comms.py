@@ -452,7 +452,8 @@ def test_a_status_page_call_slower_than_the_lease_keeps_it_so_no_other_replica_r
     h = make(database_url, tmp_path)
     try:
         _page_update_waiting_and_another_replica(h)
-        # Two replicas on the real clock, as renewal runs on it (the harness's clock stands still).
+        # Two replicas on the real clock, as renewal runs on it (the harness's clock stands still). The
+        # harness's clock reads 2026-11-24, before any real now: its update is due, and its lease lapsed.
         first, second = (
             StatusDeliverer(sessions=h.runtime.sessions, clients=h.runtime.clients, holder=name, clock=utcnow)
             for name in ("replica-A", "replica-B")
