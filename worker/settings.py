@@ -61,7 +61,7 @@ class Settings(BaseModel):
     )
     web_cpus: frozenset[int] | None = Field(
         default=None,
-        description="CPUs the web process's threads run on (unset: wherever the kernel puts them).",
+        description="CPUs for the web processes, each on one of them (unset: wherever the kernel puts them).",
     )
     trusted_proxies: int = Field(
         default=0,
