@@ -108,7 +108,8 @@ HOLD_A_WRITE = textwrap.dedent(
         session.execute(text("UPDATE leases SET holder = holder"))
         print("holding", flush=True)
         time.sleep(0.4)
-    print(time.time(), flush=True)
+        releasing_at = time.time()  # the commit that follows releases: the waiter may finish before it returns
+    print(releasing_at, flush=True)
     """
 )
 
@@ -197,3 +198,60 @@ def test_the_cadence_loop_finds_its_candidates_without_the_write_lock(tmp_path: 
         holder.execute("ROLLBACK")
         holder.close()
         runtime.close()
+
+
+def test_a_writer_stopped_while_holding_the_queue_delays_the_others_only_as_long_as_sqlite_would(
+    engine: Engine, probe: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `probe` holds the queue and never lets go while the write waits (a process stopped by SIGSTOP
+    # between taking its turn and writing). SQLite's own lock is free, so the write goes ahead once the
+    # wait is given up, and the turn it gave up on is let go when it comes, not kept for ever.
+    monkeypatch.setattr(sqlite_writers, "MAX_WAIT", 0.3)
+    fcntl.flock(probe, fcntl.LOCK_EX)
+    waited: list[float] = []
+
+    def write() -> None:
+        started = time.monotonic()
+        with session_factory(engine).begin() as session:
+            session.execute(text("UPDATE leases SET holder = holder"))
+        waited.append(time.monotonic() - started)
+
+    with caplog.at_level("WARNING", logger="worker.store.sqlite_writers"):
+        writing = threading.Thread(target=write, daemon=True)
+        writing.start()
+        writing.join(timeout=5)
+    if writing.is_alive():
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        writing.join(timeout=5)
+        pytest.fail("the write waited for as long as the queue's holder was stopped")
+    assert 0.25 <= waited[0] < 5, waited  # (a timed wait may end a hair early)
+    assert [r for r in caplog.records if "gave up waiting for the SQLite writer lock" in r.getMessage()]
+    fcntl.flock(probe, fcntl.LOCK_UN)
+    time.sleep(0.2)  # the abandoned wait's thread wakes and takes the turn
+    deadline = time.monotonic() + 5
+    while not queue_is_free(probe):  # the abandoned wait takes the turn, then lets it go
+        assert time.monotonic() < deadline, "a wait given up on kept the queue"
+        time.sleep(0.01)
+    with session_factory(engine).begin() as session:  # and writes queue as before
+        session.execute(text("SELECT 1"))
+        assert not queue_is_free(probe)
+    assert queue_is_free(probe)
+
+
+def test_a_turn_that_comes_within_the_wait_is_taken_and_given_back(
+    engine: Engine, probe: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_writers, "MAX_WAIT", 5.0)
+    fcntl.flock(probe, fcntl.LOCK_EX)
+    threading.Timer(0.2, fcntl.flock, args=(probe, fcntl.LOCK_UN)).start()
+    with session_factory(engine).begin() as session:
+        session.execute(text("SELECT 1"))
+        assert not queue_is_free(probe)  # held through the helper's file description, now the connection's
+    assert queue_is_free(probe)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):  # contended waits leave no file descriptors behind
+        fcntl.flock(probe, fcntl.LOCK_EX)
+        threading.Timer(0.01, fcntl.flock, args=(probe, fcntl.LOCK_UN)).start()
+        with session_factory(engine).begin() as session:
+            session.execute(text("SELECT 1"))
+    assert len(os.listdir("/proc/self/fd")) <= before

@@ -10,6 +10,12 @@ takes an exclusive `flock` on `<database>-writers`; the kernel wakes the next wa
 and drops the lock of a process that dies. SQLite's own lock stays the guarantee: this only orders
 who asks for it. A write never waits on the network while it holds the lock (see the executor and
 the notes outbox), so the queue moves in microseconds to milliseconds.
+
+A writer waits in the queue at most MAX_WAIT, as long as SQLite's own busy timeout, and then goes to
+SQLite without its turn: a process stopped (SIGSTOP, a debugger) while it holds the queue then delays
+the others as SQLite's lock would, no longer until it resumes. The wait runs in a helper thread on a
+file description of its own, since a blocking `flock` cannot be timed out; a turn given up on is let go
+as soon as it comes.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 SLOW_WAIT = 1.0  # seconds
+MAX_WAIT = 30.0  # seconds: SQLite's busy timeout (db.py), which decides after that
 
 # A thread already writing through one connection must not queue again through another: it would wait
 # on itself for ever. It goes straight to SQLite, whose busy timeout bounds that mistake as before.
@@ -43,10 +50,29 @@ def connection_factory(database: str) -> type[sqlite3.Connection]:
             if self._held or getattr(_writing, "held", False):
                 return
             if self._fd < 0:
-                self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._fd = _open(path)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._wait_for_turn()
+            else:
+                self._held = _writing.held = True
+
+        def _wait_for_turn(self) -> None:
             started = time.monotonic()
-            fcntl.flock(self._fd, fcntl.LOCK_EX)  # releases the GIL while it waits
-            self._held = _writing.held = True
+            turn = _Turn(path)
+            if turn.take(MAX_WAIT):
+                os.close(self._fd)  # the turn is held on the helper's file description: it becomes ours
+                self._fd = turn.fd
+                self._held = _writing.held = True
+            else:
+                log.warning(
+                    "gave up waiting for the SQLite writer lock on %s after %g s (a writer process stopped "
+                    "while holding it?); writing without it: SQLite's busy timeout decides",
+                    database,
+                    MAX_WAIT,
+                )
+                return
             if (waited := time.monotonic() - started) > SLOW_WAIT:
                 # Writes hold the lock for milliseconds: a long wait means a writer process was stopped
                 # (SIGSTOP, a debugger) or starved of CPU. Say so, since nothing else would.
@@ -79,6 +105,39 @@ def connection_factory(database: str) -> type[sqlite3.Connection]:
                     self._fd = -1
 
     return QueuedWriterConnection
+
+
+def _open(path: str) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+class _Turn:
+    """One wait for the lock, in a daemon thread on a new file description; `take` bounds the wait."""
+
+    def __init__(self, path: str):
+        self.fd = _open(path)
+        self._mutex = threading.Lock()
+        self._state = "waiting"  # then "held" (the thread got the lock) or "abandoned" (take gave up)
+        self._held = threading.Event()
+        threading.Thread(target=self._wait, name="sqlite-writer-turn", daemon=True).start()
+
+    def _wait(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)  # releases the GIL while it waits
+        with self._mutex:
+            if self._state == "abandoned":
+                os.close(self.fd)  # lets the turn go to the next waiter
+                return
+            self._state = "held"
+        self._held.set()
+
+    def take(self, timeout: float) -> bool:
+        """True once the lock is held on `fd` (the caller then owns `fd`); False after `timeout` seconds."""
+        self._held.wait(timeout)
+        with self._mutex:
+            if self._state == "held":
+                return True
+            self._state = "abandoned"
+            return False
 
 
 def queue_for_write(dbapi_connection: Any) -> None:
