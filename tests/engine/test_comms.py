@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,11 +16,14 @@ from conftest import CONFIG
 from harness import ROLLBACK, Harness, pd_event
 from sqlalchemy import select
 
+from worker.clients.factory import Clients
+from worker.clients.statuspage import RateLimiter, StatuspageClient
 from worker.domain.clock import utcnow
 from worker.engine import comms
 from worker.engine.comms import LEASE, LEASE_TTL, StatusDeliverer
 from worker.store import leases
 from worker.store.tables import Incident, StatusUpdate
+from worker.testing.fake_statuspage import FakeStatuspage
 
 ROLLBACK_VERIFIED = (
     ROLLBACK
@@ -472,5 +476,44 @@ def test_a_status_page_call_slower_than_the_lease_keeps_it_so_no_other_replica_r
         assert first.run_once() == 1
         assert other == [0]  # the other replica found the lease held, and sent nothing
         assert sorted(h.statuspage.incidents) == ["sp1"]  # one page incident, not two
+    finally:
+        h.close()
+
+
+def test_a_status_page_call_to_a_server_trickling_its_answer_ends_within_the_call_limit(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each byte comes within the client's 1 s read timeout, so only the limit on the whole call ends it,
+    # well inside the lease's hold: no other replica can take the lease while the call still runs.
+    monkeypatch.setattr(comms, "CALL_LIMIT", timedelta(seconds=0.8))
+    h = make(database_url, tmp_path)
+    try:
+        _page_update_waiting_and_another_replica(h)
+        with FakeStatuspage() as fake:
+            client = StatuspageClient(
+                page_id=fake.page_id,
+                api_key=fake.api_key,
+                api_url=fake.url,
+                timeout=1.0,
+                limiter=RateLimiter(rate=1000, burst=1000),
+            )
+            fake.trickle(0.05)  # "[]", the list of open page incidents, alone takes 0.1 s; a created one ~40 s
+            deliverer = StatusDeliverer(
+                sessions=h.runtime.sessions,
+                clients=Clients(h.settings, statuspage=client),
+                holder="replica-C",
+                clock=h.clock,
+            )
+            finished: list[int] = []
+            call = threading.Thread(target=lambda: finished.append(deliverer.run_once()), daemon=True)
+            started = time.monotonic()
+            call.start()
+            call.join(timeout=5)
+            assert finished == [0], "the call ran on past its limit"
+            assert time.monotonic() - started < 3
+        with h.runtime.sessions() as session:
+            (update,) = session.scalars(select(StatusUpdate))
+            assert (update.state, update.attempts) == ("pending", 2)  # the outage's attempt and this one
+            assert "timed out" in (update.last_error or "") or "time limit" in (update.last_error or "")
     finally:
         h.close()

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from worker.clients.time_limit import TimeLimitedTransport
 from worker.errors import PermanentError, TransientError
 
 IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved"]
@@ -109,6 +110,9 @@ class StatuspageClient:
         self._http = httpx.Client(
             timeout=timeout,
             transport=transport,
+            # Calls made within time_limit() end within it. Mounted rather than passed as the transport, which
+            # would turn off HTTPS_PROXY and the like: a proxy they name is still used (without the limit).
+            mounts=None if transport else {"all://": TimeLimitedTransport()},
             headers={"Authorization": f"OAuth {key}", "Accept": "application/json"},
         )
 

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from worker.clients.factory import Clients
 from worker.clients.statuspage import find_or_create
+from worker.clients.time_limit import time_limit
 from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import Clock, as_utc, utcnow
 from worker.domain.incidents import TimelineKind
@@ -41,9 +42,11 @@ DEFAULT_TEMPLATES = {
 }
 LEASE = "statuspage"
 LEASE_TTL = timedelta(seconds=15)  # renewed before each update is sent, and extended while it is sent
-# How long one update's calls keep extending the lease (every LEASE_TTL/3, `leases.kept`): two or three
-# requests at the client's 10 s timeouts, with room. A call that outlasts it (a server trickling its answer:
-# the timeouts are per read) keeps the other replicas out for one LEASE_TTL more, not for ever.
+# One update's calls (two or three requests) end within CALL_LIMIT, even against a server trickling its
+# answer, whose every read would meet the client's 10 s timeout (`time_limit`); and they keep extending the
+# lease (every LEASE_TTL/3, `leases.kept`) for CALL_HOLD, longer, so it never lapses while they run unless
+# the whole process stalls. The hold's own cap is for a client without the limit (one injected in tests).
+CALL_LIMIT = timedelta(seconds=45)
 CALL_HOLD = timedelta(seconds=60)
 ORDER = {"investigating": 0, "identified": 1, "monitoring": 2, "resolved": 3}
 
@@ -311,9 +314,12 @@ class StatusDeliverer:
         created_id: str | None = None
         # The lease is extended while the call runs (for CALL_HOLD at most; never once released or lapsed):
         # a call slower than LEASE_TTL (10 s timeouts per phase, over two or three requests) must not let
-        # another replica send the same update meanwhile.
-        with leases.kept(
-            self.sessions, name=LEASE, holder=self.holder, ttl=LEASE_TTL, clock=self.clock, max_hold=CALL_HOLD
+        # another replica send the same update meanwhile. And the call ends within CALL_LIMIT, inside the hold.
+        with (
+            leases.kept(
+                self.sessions, name=LEASE, holder=self.holder, ttl=LEASE_TTL, clock=self.clock, max_hold=CALL_HOLD
+            ),
+            time_limit(CALL_LIMIT.total_seconds()),
         ):
             try:
                 if page_incident is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +23,7 @@ class FakeStatuspage:
         self.requests: list[dict[str, Any]] = []
         self.faults: list[tuple[int, dict[str, str]]] = []
         self.is_down = False
+        self.trickle_every = 0.0  # seconds between the bytes of every answer's body, when above zero
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._server = ThreadedServer(self._app, port=port)
@@ -36,8 +39,27 @@ class FakeStatuspage:
     def up(self) -> None:
         self.is_down = False
 
+    def trickle(self, every: float) -> None:
+        """Send every answer's body one byte at a time, `every` seconds apart: each read the client makes
+        gets a byte within its timeout, so only a limit on the whole exchange ends it."""
+        self.trickle_every = every
+
     @Request.application  # type: ignore[misc]
     def _app(self, request: Request) -> Response:
+        response = self._answer(request)
+        if self.trickle_every <= 0:
+            return response
+        data, every = response.get_data(), self.trickle_every
+
+        def slowly() -> Iterator[bytes]:
+            for i in range(len(data)):
+                time.sleep(every)
+                yield data[i : i + 1]
+
+        headers = {**dict(response.headers), "Content-Length": str(len(data))}
+        return Response(slowly(), status=response.status_code, headers=headers)
+
+    def _answer(self, request: Request) -> Response:
         body = request.get_json(silent=True)
         with self._lock:
             self.requests.append(

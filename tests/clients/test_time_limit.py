@@ -1,0 +1,134 @@
+"""A time limit on a whole exchange: servers trickling their answer within every per-read timeout."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from worker.clients.statuspage import RateLimiter, StatuspageClient
+from worker.clients.time_limit import TimeLimitedTransport, time_limit
+from worker.errors import TransientError
+from worker.testing.fake_statuspage import FakeStatuspage
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 30\r\n\r\n" + b"x" * 30
+
+
+@pytest.fixture
+def trickling() -> Iterator[tuple[str, list[int]]]:
+    """A server that sends its answer (status line and headers included) one byte every 0.03 s: ~2.9 s in
+    all, where each byte comes well within the client's 1 s read timeout. Yields its URL and a list
+    that gets one entry per connection accepted."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            for i in range(len(ANSWER)):
+                if stop.wait(0.03):
+                    return
+                try:
+                    conn.sendall(ANSWER[i : i + 1])
+                except OSError:  # the client gave up
+                    return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/", accepted
+    stop.set()
+    listener.close()
+
+
+def timed_get(url: str) -> tuple[float, httpx.Response | Exception]:
+    started = time.monotonic()
+    with httpx.Client(timeout=1.0, transport=TimeLimitedTransport()) as client:
+        try:
+            outcome: httpx.Response | Exception = client.get(url)
+        except httpx.HTTPError as exc:
+            outcome = exc
+    return time.monotonic() - started, outcome
+
+
+def test_per_read_timeouts_alone_let_a_trickling_answer_run_on(trickling: tuple[str, list[int]]) -> None:
+    url, _ = trickling
+    took, outcome = timed_get(url)  # no limit set: httpx's own timeouts only
+    assert isinstance(outcome, httpx.Response) and outcome.text == "x" * 30
+    assert took > 2.0
+
+
+def test_within_a_time_limit_the_exchange_ends_on_time(trickling: tuple[str, list[int]]) -> None:
+    url, _ = trickling
+    with time_limit(0.6):
+        took, outcome = timed_get(url)
+    assert isinstance(outcome, httpx.TimeoutException), outcome
+    assert 0.5 < took < 1.5
+
+
+def test_a_limit_applies_to_the_requests_made_inside_it_only(trickling: tuple[str, list[int]]) -> None:
+    url, accepted = trickling
+    with httpx.Client(timeout=1.0, transport=TimeLimitedTransport()) as client:
+        with time_limit(0.3), pytest.raises(httpx.TimeoutException):
+            client.get(url)
+        started = time.monotonic()
+        assert client.get(url).text == "x" * 30  # after the block: no limit left over
+        assert time.monotonic() - started > 2.0
+    assert len(accepted) == 2
+
+
+def test_a_statuspage_call_against_a_trickling_server_fails_as_transient_within_the_limit() -> None:
+    with FakeStatuspage() as fake:
+        client = StatuspageClient(
+            page_id=fake.page_id,
+            api_key=fake.api_key,
+            api_url=fake.url,
+            timeout=1.0,
+            limiter=RateLimiter(rate=1000, burst=1000),
+        )
+        assert client.list_unresolved() == []
+        fake.trickle(0.05)  # "[]" would take 0.1 s: a created incident's answer takes ~40 s
+        started = time.monotonic()
+        with time_limit(0.8), pytest.raises(TransientError, match="Statuspage POST /incidents"):
+            client.create_incident(
+                name="Checkout degraded", status="investigating", body="b", component_ids=[], components={}
+            )
+        assert time.monotonic() - started < 2.0
+
+
+def test_a_proxy_named_in_the_environment_is_still_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The limited transport is mounted for every URL, not set as the client's transport, which would
+    # make httpx ignore HTTP(S)_PROXY.
+    proxy = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def answer() -> None:
+        conn, _ = proxy.accept()
+        with conn:
+            seen.append(conn.recv(65536).split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]")
+
+    threading.Thread(target=answer, daemon=True).start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        client = StatuspageClient(
+            page_id="p1", api_key="k", api_url="http://statuspage.invalid", limiter=RateLimiter(rate=1000, burst=1000)
+        )
+        assert client.list_unresolved() == []
+    finally:
+        proxy.close()
+    assert seen == [b"GET http://statuspage.invalid/v1/pages/p1/incidents/unresolved HTTP/1.1"]

@@ -1,0 +1,109 @@
+"""A time limit on a whole exchange over httpx, whose own timeouts bound each network operation alone.
+
+httpx's connect, read and write timeouts apply to every operation separately, so a server that trickles
+its answer a byte at a time keeps a request going for as long as it likes. Within `time_limit(seconds)`,
+every operation of a connection from `TimeLimitedTransport` is also bounded by what is left of the limit,
+and once nothing is left the next one fails as httpx's own timeouts do (`httpx.TimeoutException`). The
+limit is a context variable, so it covers every request made inside it, from the thread that set it.
+
+Why: a status page call is made holding a lease that another replica takes over once it lapses
+(engine/comms.py); a call that is sure to end before the lease's longest extension never sends an update
+twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import httpcore
+import httpx
+
+_DEADLINE: ContextVar[float | None] = ContextVar("worker_http_deadline", default=None)
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Bound every network operation made inside, through a TimeLimitedTransport, to `seconds` from now."""
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _left(timeout: float | None, expired: type[Exception]) -> float | None:
+    """The operation's timeout, shortened to what is left of the limit; `expired` once nothing is."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the exchange's time limit ran out")
+    return left if timeout is None else min(timeout, left)
+
+
+class _Stream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None) -> Any:
+        return _Stream(self._stream.start_tls(ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _Backend(httpcore.NetworkBackend):
+    def __init__(self) -> None:
+        self._backend = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        connected = self._backend.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _Stream(connected)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return _Stream(self._backend.connect_unix_socket(path, _left(timeout, httpcore.ConnectTimeout), socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+class TimeLimitedTransport(httpx.HTTPTransport):
+    """httpx's own transport, without a proxy, with connections that honour `time_limit`."""
+
+    def __init__(self, *, verify: Any = True, limits: httpx.Limits | None = None) -> None:
+        limits = limits or httpx.Limits()
+        super().__init__(verify=verify, limits=limits)
+        # httpx builds its pool without a way to pass a network backend; the same pool is built again
+        # with one (httpcore's public constructor: only the attribute holding it is httpx's own).
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_Backend(),
+        )
