@@ -39,10 +39,7 @@ def spec_path(path: str) -> tuple[str, dict[str, Any]]:
 @pytest.fixture
 def page() -> Iterator[tuple[FakeStatuspage, StatuspageClient]]:
     with FakeStatuspage() as fake:
-        client = StatuspageClient(
-            page_id=fake.page_id, api_key=fake.api_key, api_url=fake.url, limiter=RateLimiter(rate=1000, burst=1000)
-        )
-        yield fake, client
+        yield fake, fake.client()
 
 
 def test_lifecycle_keeps_components_and_appends_updates(page) -> None:  # type: ignore[no-untyped-def]
@@ -125,6 +122,7 @@ def test_client_errors_are_permanent_with_the_api_message_and_no_key(page) -> No
     )
     with pytest.raises(PermanentError, match="401") as caught:
         wrong.list_unresolved()
+    wrong.close()
     assert "wrong-key-123" not in str(caught.value) and "wrong-key-123" not in repr(wrong)
 
 

@@ -91,13 +91,7 @@ def test_a_limit_applies_to_the_requests_made_inside_it_only(trickling: tuple[st
 
 def test_a_statuspage_call_against_a_trickling_server_fails_as_transient_within_the_limit() -> None:
     with FakeStatuspage() as fake:
-        client = StatuspageClient(
-            page_id=fake.page_id,
-            api_key=fake.api_key,
-            api_url=fake.url,
-            timeout=1.0,
-            limiter=RateLimiter(rate=1000, burst=1000),
-        )
+        client = fake.client(timeout=1.0)
         assert client.list_unresolved() == []
         fake.trickle(0.05)  # "[]" would take 0.1 s: a created incident's answer takes ~40 s
         started = time.monotonic()
@@ -124,11 +118,12 @@ def test_a_proxy_named_in_the_environment_is_still_used(monkeypatch: pytest.Monk
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
+    client = StatuspageClient(
+        page_id="p1", api_key="k", api_url="http://statuspage.invalid", limiter=RateLimiter(rate=1000, burst=1000)
+    )
     try:
-        client = StatuspageClient(
-            page_id="p1", api_key="k", api_url="http://statuspage.invalid", limiter=RateLimiter(rate=1000, burst=1000)
-        )
         assert client.list_unresolved() == []
     finally:
+        client.close()
         proxy.close()
     assert seen == [b"GET http://statuspage.invalid/v1/pages/p1/incidents/unresolved HTTP/1.1"]

@@ -17,7 +17,6 @@ from harness import ROLLBACK, Harness, pd_event
 from sqlalchemy import select
 
 from worker.clients.factory import Clients
-from worker.clients.statuspage import RateLimiter, StatuspageClient
 from worker.domain.clock import utcnow
 from worker.engine import comms
 from worker.engine.comms import LEASE, LEASE_TTL, StatusDeliverer
@@ -490,13 +489,7 @@ def test_a_status_page_call_to_a_server_trickling_its_answer_ends_within_the_cal
     try:
         _page_update_waiting_and_another_replica(h)
         with FakeStatuspage() as fake:
-            client = StatuspageClient(
-                page_id=fake.page_id,
-                api_key=fake.api_key,
-                api_url=fake.url,
-                timeout=1.0,
-                limiter=RateLimiter(rate=1000, burst=1000),
-            )
+            client = fake.client(timeout=1.0)
             fake.trickle(0.05)  # "[]", the list of open page incidents, alone takes 0.1 s; a created one ~40 s
             deliverer = StatusDeliverer(
                 sessions=h.runtime.sessions,

@@ -119,6 +119,10 @@ class StatuspageClient:
     def __repr__(self) -> str:
         return f"StatuspageClient(page_id={self.page_id!r})"
 
+    def close(self) -> None:
+        """Close the pooled connections (a worker's client lives as long as its process)."""
+        self._http.close()
+
     def create_incident(
         self,
         *,

@@ -12,6 +12,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from worker.clients.statuspage import RateLimiter, StatuspageClient
 from worker.testing.server import ThreadedServer
 
 
@@ -23,6 +24,7 @@ class FakeStatuspage:
         self.requests: list[dict[str, Any]] = []
         self.faults: list[tuple[int, dict[str, str]]] = []
         self.is_down = False
+        self._clients: list[StatuspageClient] = []
         self.trickle_every = 0.0  # seconds between the bytes of every answer's body, when above zero
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -38,6 +40,18 @@ class FakeStatuspage:
 
     def up(self) -> None:
         self.is_down = False
+
+    def client(self, *, timeout: float = 10.0) -> StatuspageClient:
+        """A real client of this fake, with a rate limit too high to slow a test down; closed at `stop`."""
+        client = StatuspageClient(
+            page_id=self.page_id,
+            api_key=self.api_key,
+            api_url=self.url,
+            timeout=timeout,
+            limiter=RateLimiter(rate=1000, burst=1000),
+        )
+        self._clients.append(client)
+        return client
 
     def trickle(self, every: float) -> None:
         """Send every answer's body one byte at a time, `every` seconds apart: each read the client makes
@@ -153,6 +167,8 @@ class FakeStatuspage:
         return self
 
     def stop(self) -> None:
+        for client in self._clients:
+            client.close()
         self._server.stop()
 
     def __enter__(self) -> FakeStatuspage:
