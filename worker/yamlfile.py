@@ -17,6 +17,17 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from worker.errors import Problem
 
 PathKey = tuple[str | int, ...]
+# A config or playbook file has hundreds of values; far more means aliases repeating aliases (each is
+# expanded where it is used), which would take memory and time without end.
+MAX_VALUES = 100_000
+
+
+class _Unreadable(Exception):
+    """A document that composes but cannot become data: at `node`, because of `reason`."""
+
+    def __init__(self, node: nodes.Node, reason: str):
+        super().__init__(reason)
+        self.node, self.reason = node, reason
 
 
 def format_path(path: PathKey) -> str:
@@ -81,6 +92,9 @@ def parse_yaml(text: str, *, file: str) -> YamlDocument:
     doc = YamlDocument(file, None)
     try:
         root = YAML(typ="rt", pure=True).compose(text)
+    except RecursionError:
+        doc.problems.append(Problem(file, 1, 1, "", "YAML nested too deeply"))
+        return doc
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -93,12 +107,35 @@ def parse_yaml(text: str, *, file: str) -> YamlDocument:
     if root is None:
         doc.data = None
         return doc
-    doc.data = _walk(root, (), doc)
+    try:
+        doc.data = _walk(root, (), doc, set())
+    except _Unreadable as exc:
+        mark = exc.node.start_mark
+        doc.problems.append(Problem(file, mark.line + 1, mark.column + 1, "", exc.reason))
+        doc.data = None
+    except RecursionError:
+        doc.problems.append(Problem(file, 1, 1, "", "YAML nested too deeply"))
+        doc.data = None
     return doc
 
 
-def _walk(node: nodes.Node, path: PathKey, doc: YamlDocument) -> Any:
+def _walk(node: nodes.Node, path: PathKey, doc: YamlDocument, within: set[int]) -> Any:
+    """The data at `node`; `within` holds the collections it is inside of (an alias may name one)."""
+    if id(node) in within:
+        raise _Unreadable(node, "an alias refers to a value that contains it")
+    if len(doc.values) >= MAX_VALUES and path not in doc.values:
+        raise _Unreadable(node, f"more than {MAX_VALUES} values (aliases repeating aliases?)")
     doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, nodes.CollectionNode):
+        within.add(id(node))
+        try:
+            return _walk_collection(node, path, doc, within)
+        finally:
+            within.discard(id(node))
+    return _scalar(node)
+
+
+def _walk_collection(node: nodes.CollectionNode, path: PathKey, doc: YamlDocument, within: set[int]) -> Any:
     if isinstance(node, nodes.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -116,11 +153,9 @@ def _walk(node: nodes.Node, path: PathKey, doc: YamlDocument) -> Any:
                 )
                 continue
             doc.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _walk(value_node, key_path, doc)
+            out[key] = _walk(value_node, key_path, doc, within)
         return out
-    if isinstance(node, nodes.SequenceNode):
-        return [_walk(item, (*path, i), doc) for i, item in enumerate(node.value)]
-    return _scalar(node)
+    return [_walk(item, (*path, i), doc, within) for i, item in enumerate(node.value)]
 
 
 _RESOLVER = YAML(typ="safe", pure=True)
