@@ -17,7 +17,7 @@ import jsonschema
 import psycopg
 import pytest
 from conftest import CONFIG, ROOT, WEBHOOKS
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 import worker.cli as cli_module
 from worker.cli import main
@@ -303,3 +303,19 @@ def test_a_reader_that_goes_away_gets_no_traceback() -> None:  # `incident-worke
     with child.stderr:
         errors = child.stderr.read()
     assert child.wait(timeout=60) == 0 and "Traceback" not in errors, errors
+
+
+def test_a_file_that_is_not_a_database_is_named_without_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "notes.db").write_text("meeting notes, not a database\n" * 20)
+    result = cli("db", "upgrade", cwd=tmp_path, env={"WORKER_DATABASE_URL": f"sqlite:///{tmp_path / 'notes.db'}"})
+    expected = "incident-worker: cannot use the database: file is not a database\n"
+    assert (result.returncode, result.stderr) == (2, expected)
+
+
+def test_a_bug_in_a_database_statement_still_shows_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def _fails(_args: object) -> int:
+        raise IntegrityError("INSERT …", {}, Exception("UNIQUE constraint failed"))
+
+    monkeypatch.setattr(cli_module, "_db_upgrade", _fails)
+    with pytest.raises(IntegrityError):
+        main(["db", "upgrade"])

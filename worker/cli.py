@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from worker import __version__, logs
 from worker.classify.config import CONFIG_FILES, load_catalog, load_config_file
@@ -48,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"incident-worker: {exc}", file=sys.stderr)
         return 2
-    except OperationalError as exc:  # the database is down or unreachable: say so, not a traceback
+    except (OperationalError, DatabaseError) as exc:  # down, unreachable, or not a database: say so, not a traceback
+        if type(exc) not in (OperationalError, DatabaseError):  # IntegrityError and the like: a bug to report
+            raise
         reason = next(iter(str(exc.orig or exc).strip().splitlines()), "") or type(exc.orig or exc).__name__
         print(f"incident-worker: cannot use the database: {reason}", file=sys.stderr)
         return 2

@@ -168,6 +168,45 @@ def test_malformed_json_is_400(worker: LiveWorker, client: httpx.Client) -> None
     assert "nested too deeply" in error_of(post(client, worker, "pagerduty", deep, signed(deep)), 400)["error"]
 
 
+def test_unpaired_surrogate_escapes_are_400(worker: LiveWorker, client: httpx.Client) -> None:
+    # Valid JSON syntax, but no Unicode text: neither a dedup key nor a stored string can hold one.
+    for key in ("groupKey", "receiver"):
+        body = json.dumps({**fresh_am(), key: "\ud800"}).encode()
+        assert "surrogate" in error_of(post(client, worker, "alertmanager", body, am_headers()), 400)["error"]
+    payload = fresh_am()
+    payload["alerts"][0]["fingerprint"] = "\udfff"
+    body = json.dumps(payload).encode()
+    assert "surrogate" in error_of(post(client, worker, "alertmanager", body, am_headers()), 400)["error"]
+    pd = json.loads(fresh_pd())
+    pd["event"]["data"]["title"] = "\udc00 checkout"
+    body = json.dumps(pd).encode()
+    assert "surrogate" in error_of(post(client, worker, "pagerduty", body, signed(body)), 400)["error"]
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n", b"10\r\n{}"],
+    ids=["bad-size", "no-terminator", "cut-short"],
+)
+@pytest.mark.parametrize("source", ["pagerduty", "alertmanager"])
+def test_malformed_chunked_bodies_are_400_before_any_credential_check(
+    worker: LiveWorker, source: str, chunks: bytes
+) -> None:
+    head = (
+        f"POST /webhooks/{source} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
+        sock.sendall(head.encode() + chunks)
+        sock.shutdown(socket.SHUT_WR)  # "cut-short": the body ends before its chunk does
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 400 "), answer[:300]
+    assert b"malformed request body" in rest
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, jsonify
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
 from worker.errors import WebhookRejected
@@ -26,6 +27,13 @@ def install(app: Flask) -> None:
     def _http(exc: HTTPException) -> tuple[Response, int]:
         reasons = {413: "request body too large (limit 1 MiB)"}
         return json_error(exc.code or 500, reasons.get(exc.code or 0, exc.description or exc.name))
+
+    # gunicorn reads a chunked body as the app reads it, so a malformed one (a bad chunk size, a missing
+    # terminator) or one cut short surfaces here as its parser's error: the request's fault, not ours.
+    @app.errorhandler(ParseException)
+    @app.errorhandler(NoMoreData)
+    def _malformed_body(exc: Exception) -> tuple[Response, int]:
+        return json_error(400, f"malformed request body: {type(exc).__name__}")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

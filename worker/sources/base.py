@@ -83,15 +83,23 @@ class Source(ABC):
 def decode_json(body: bytes) -> Any:
     """Parse a JSON body or reject it with a 400 that says where it broke."""
     try:
-        return json.loads(body)
+        data = json.loads(body)
+        # An escaped lone surrogate ("\\ud800") is valid JSON syntax but no Unicode text: it could be
+        # neither hashed into a key nor stored. Encoding the whole document once finds any.
+        json.dumps(data, ensure_ascii=False).encode()
     except UnicodeDecodeError:
         raise WebhookRejected(400, "body is not UTF-8 encoded JSON") from None
+    except UnicodeEncodeError:
+        raise WebhookRejected(
+            400, "malformed JSON: a string holds an unpaired surrogate escape (\\ud800-\\udfff)"
+        ) from None
     except json.JSONDecodeError as exc:
         raise WebhookRejected(400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise WebhookRejected(400, "malformed JSON: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
         raise WebhookRejected(400, f"malformed JSON: {exc}") from None
+    return data
 
 
 def validate_body(model: type[BaseModel], body: bytes) -> Any:
