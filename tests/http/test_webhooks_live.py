@@ -383,3 +383,30 @@ def test_a_seeded_fuzz_loop_never_gets_a_5xx(worker: LiveWorker, client: httpx.C
     inbox = wait_done(client, worker)  # what was accepted is processable: nothing pending, nothing failed
     assert not inbox.get("pending") and not inbox.get("failed"), inbox
     assert client.get(f"{worker.url}/healthz").status_code == 200
+
+
+def test_clients_that_stall_mid_request_are_dropped_and_intake_goes_on(
+    worker: LiveWorker, client: httpx.Client
+) -> None:
+    # More stalled clients than the web process has threads: each sent its request's head and one byte of
+    # its body, then nothing. Each is let go after a 5 s pause, so a webhook sent meanwhile is answered.
+    head = (
+        b"POST /webhooks/pagerduty HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000\r\n\r\n{"
+    )
+    stalled = [socket.create_connection(("127.0.0.1", worker.port), timeout=30) for _ in range(20)]
+    try:
+        for sock in stalled:
+            sock.sendall(head)
+        time.sleep(0.5)
+        body = fresh_pd()
+        started = time.monotonic()
+        answer = httpx.post(f"{worker.url}/webhooks/pagerduty", content=body, headers=signed(body), timeout=20)
+        assert answer.status_code == 202, answer.text
+        assert time.monotonic() - started < 12
+        for sock in stalled:  # each was answered 408 (or closed) rather than left waiting
+            reply = sock.recv(65536)
+            assert reply == b"" or reply.startswith(b"HTTP/1.1 408 "), reply[:200]
+    finally:
+        for sock in stalled:
+            sock.close()

@@ -35,6 +35,11 @@ def install(app: Flask) -> None:
     def _malformed_body(exc: Exception) -> tuple[Response, int]:
         return json_error(400, f"malformed request body: {type(exc).__name__}")
 
+    # A read from the client that waited longer than the web server's CLIENT_PAUSE (http/server.py).
+    @app.errorhandler(BlockingIOError)
+    def _too_slow(exc: BlockingIOError) -> tuple[Response, int]:
+        return json_error(408, "the request arrived too slowly: the client paused too long while sending it")
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error")

@@ -14,6 +14,8 @@ import gc
 import logging
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -98,6 +100,33 @@ def pin_threads(cpus: frozenset[int]) -> None:
             os.sched_setaffinity(int(task), cpus)
 
 
+# How long a client may pause in the middle of sending a request before its connection is dropped. gunicorn
+# waits that long for a request's first bytes without holding a thread, but then reads the rest in one of
+# the web process's threads, with no limit of its own: clients that sent a byte and stalled held every
+# thread, and intake with them, for as long as they stayed connected. Webhook senders answer within seconds
+# (PagerDuty gives up after 5 s), so 5 s is no constraint on them.
+CLIENT_PAUSE = 5
+
+
+def bound_client_pauses(server: Any) -> None:
+    """gunicorn's when_ready hook: a receive timeout on the listening sockets, which every connection
+    accepted from them inherits (Linux), so a read that waits CLIENT_PAUSE for data fails (EAGAIN): the
+    app answers 408 (http/errors.py); a stall in the request's head makes gunicorn drop the connection."""
+    for listener in server.LISTENERS:
+        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", CLIENT_PAUSE, 0))
+    logging.getLogger("gunicorn.error").addFilter(_stalled_client_in_one_line)
+
+
+def _stalled_client_in_one_line(record: logging.LogRecord) -> bool:
+    """gunicorn logs a failed read of a request's head as an error with a traceback; after a stall it is the
+    client's doing, worth a line."""
+    if record.exc_info and isinstance(record.exc_info[1], BlockingIOError):
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.msg, record.args = "dropped a client that paused %d s or more while sending a request", (CLIENT_PAUSE,)
+        record.exc_info = record.exc_text = None
+    return True
+
+
 def check_web_cpus(cpus: frozenset[int] | None, workers: int) -> None:
     """Refuse CPUs the web process may not run on here (SettingsError); warn when workers must share them."""
     if not cpus:
@@ -135,6 +164,7 @@ def run_web(settings: Settings, *, host: str, port: int, workers: int, threads: 
         "loglevel": "warning",
         "proc_name": "incident-worker-web",
         "control_socket_disable": True,
+        "when_ready": bound_client_pauses,
     }
     if cpus := settings.web_cpus:
         options["pre_fork"] = functools.partial(choose_cpu, cpus=cpus)
