@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from worker.clients.statuspage import RateLimiter, StatuspageClient
 from worker.clients.time_limit import TimeLimitedTransport, time_limit
 from worker.errors import TransientError
 from worker.testing.fake_statuspage import FakeStatuspage
+from worker.testing.tls import make_local_ca
 
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 30\r\n\r\n" + b"x" * 30
 
@@ -137,35 +131,10 @@ def test_a_proxy_named_in_the_environment_is_still_used(monkeypatch: pytest.Monk
     assert seen == [b"GET http://statuspage.invalid/v1/pages/p1/incidents/unresolved HTTP/1.1"]
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key, as PEM files."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
-
-
 def test_the_limit_holds_over_tls_too(tmp_path: Path) -> None:
     # Statuspage is HTTPS: the handshake and every read of the encrypted stream go through the limit.
-    cert_file, key_file = self_signed(tmp_path)
-    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_side.load_cert_chain(cert_file, key_file)
+    ca = make_local_ca(tmp_path)
+    server_side = ca.server_context()
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -183,7 +152,7 @@ def test_the_limit_holds_over_tls_too(tmp_path: Path) -> None:
                     tls.sendall(ANSWER[i : i + 1])
 
     threading.Thread(target=serve, daemon=True).start()
-    transport = TimeLimitedTransport(verify=ssl.create_default_context(cafile=str(cert_file)))
+    transport = TimeLimitedTransport(verify=ca.client_context())
     try:
         with httpx.Client(timeout=1.0, transport=transport) as client:
             started = time.monotonic()
