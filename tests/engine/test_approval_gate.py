@@ -440,3 +440,70 @@ def test_the_console_and_the_approval_page_cannot_be_framed_cached_or_scripted(m
         assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
         policy = page.headers["Content-Security-Policy"]
         assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
+
+
+def test_an_incident_raised_to_sev1_before_the_decision_needs_a_second_approver(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)  # a SEV2: one approval, as planned
+    links = h.links()
+    h.deliver(pd_event("incident.priority_updated", priority="P1"))
+    assert h.incident()["severity"] == "SEV1"
+    assert "More approvals are needed" in h.decide(links["Dana Okafor"]).get_data(as_text=True)
+    h.run()
+    assert h.steps() == {"rollback": "awaiting_approval"} and h.cluster.mutations == []
+    assert h.incident()["runs"][0]["steps"][0]["approvals_required"] == 2
+    assert h.decide(links["Sam Reyes"]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+def test_an_incident_raised_to_sev1_after_the_approval_asks_two_people_again(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    first = h.links()
+    assert h.decide(first["Dana Okafor"]).status_code == 200  # approved by one, as a SEV2 needs
+    h.deliver(pd_event("incident.priority_updated", priority="P1"))
+    h.run()
+    assert h.cluster.mutations == []
+    assert any("now a SEV1 since it was approved" in e["message"] for e in h.incident()["timeline"])
+    second = h.links()
+    assert second and second != first
+    assert "Needs 2 approval(s)" in h.pagerduty.notes[-1][1]
+    assert h.decide(second["Dana Okafor"]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == []
+    assert h.decide(second["Sam Reyes"]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+SCALE_BY_SEVERITY = """
+name: scale-out
+match: {service: checkout}
+steps:
+  - id: scale
+    action: kubernetes.scale
+    with:
+      namespace: shop
+      deployment: checkout
+      replicas: "{% if incident.severity == 'SEV1' %}10{% else %}5{% endif %}"
+"""
+
+
+def test_parameters_that_render_differently_by_run_time_are_asked_for_again(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(playbooks={"scale": SCALE_BY_SEVERITY})
+    declared(h)
+    first = h.links()
+    assert "to 5 replicas" in h.open_page(first["Dana Okafor"]).get_data(as_text=True)
+    assert h.decide(first["Dana Okafor"]).status_code == 200
+    h.deliver(pd_event("incident.priority_updated", priority="P1"))
+    h.run()
+    assert h.cluster.mutations == []  # not the approved 5, nor an unapproved 10
+    assert h.steps() == {"scale": "awaiting_approval"}
+    assert any("its parameters changed since it was approved" in e["message"] for e in h.incident()["timeline"])
+    second = h.links()
+    assert "to 10 replicas" in h.open_page(second["Sam Reyes"]).get_data(as_text=True)
+    for name in ("Dana Okafor", "Sam Reyes"):
+        assert h.decide(second[name]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == [("scale", 10)]

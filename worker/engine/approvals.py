@@ -216,13 +216,17 @@ def decide(
     allowed: list[Approver],
     now: datetime,
     people: Sequence[Person] = (),
+    policy: ApprovalPolicy | None = None,
 ) -> str:
     """Record one decision exactly once; returns the step's resulting status.
 
     `people` (the catalog's) tell which names, emails and provider ids are one person, so that whoever
     triggered the alert cannot approve alone, nor one person approve twice, under two spellings.
+    `policy` raises the quorum of a step whose incident became a SEV1 since the links were sent.
     """
     request, step, run = view.request, view.step, view.run
+    if policy is not None:
+        step.approvals_required = required_now(step, view.incident, policy)
     if decision not in {"approve", "deny"}:
         raise DecisionRefused(400, "decision must be approve or deny")
     names = {a.name.lower() for a in allowed} | {(a.email or "").lower() for a in allowed if a.email}
@@ -283,6 +287,14 @@ def decide(
             message=f"step {step.step_id} approved ({len(approvers)} of {step.approvals_required} approvals)",
         )
     return step.status
+
+
+def required_now(step: RunStep, incident: Incident, policy: ApprovalPolicy) -> int:
+    """The approvals `step` needs now: as planned, and at least the policy's SEV1 number while its incident
+    is a SEV1, whenever it became one (planning saw the severity of its moment only)."""
+    if step.needs_approval and incident.severity == "SEV1":
+        return max(step.approvals_required, policy.sev1_approvals)
+    return step.approvals_required
 
 
 def expired(step: RunStep, *, now: datetime) -> bool:

@@ -23,6 +23,14 @@ from worker.settings import Settings
 from worker.store.tables import Incident, RunStep
 
 
+class ParamsChanged(PlanError):
+    """The step's parameters render differently now than when it was planned (the incident changed)."""
+
+    def __init__(self, masked: dict[str, Any]):
+        super().__init__("the rendered parameters differ from the planned ones")
+        self.masked = masked
+
+
 @dataclass(frozen=True)
 class Call:
     """A prepared call to an action."""
@@ -84,7 +92,7 @@ class CallMaker:
             if scope:
                 raise PermanentError(f"{scope[0][0]}: {scope[0][1]}")
             if step.kind == "main" and masked != step.params:
-                raise PlanError("the rendered parameters differ from the planned ones")
+                raise ParamsChanged(masked)
         except (ActionError, PlanError) as exc:
             return exc
         return Call(action, params, self._context(context["incident"], service, step.idempotency_key, secrets))

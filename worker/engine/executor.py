@@ -25,7 +25,7 @@ from worker.domain.catalog import CatalogConfig, Service
 from worker.domain.clock import Clock, as_utc, utcnow
 from worker.domain.incidents import TimelineKind
 from worker.engine import approvals
-from worker.engine.calls import Call, CallMaker, read_preview
+from worker.engine.calls import Call, CallMaker, ParamsChanged, read_preview
 from worker.engine.notify import queue_note
 from worker.engine.planner import PlanError
 from worker.engine.snapshot import incident_snapshot
@@ -178,6 +178,7 @@ class Executor:
     ) -> bool:
         now = self.clock()
         step.preview = preview.model_dump(mode="json")
+        step.approvals_required = approvals.required_now(step, incident, self.catalog.approvals)
         snapshot = incident_snapshot(incident)
         allowed = approvals.allowed_approvers(service=service, assignees=snapshot["assignees"], backup=round_ > 1)
         if not allowed:
@@ -254,6 +255,14 @@ class Executor:
             if step.mutating and not self._may_mutate(session, run, step, service):
                 return False
             call = self._calls.for_step(step=step, incident=incident, service=service)
+            if isinstance(call, ParamsChanged) or self._quorum_raised(step, incident):
+                # Approve what you see, at the incident's present state: new parameters, or a SEV1's
+                # second approver, are asked for from the start rather than run on the old approval.
+                reason = "its parameters changed" if isinstance(call, ParamsChanged) else "the incident is now a SEV1"
+                if isinstance(call, ParamsChanged):
+                    step.params = call.masked
+                self._ask_again(session, run, step, incident, reason=f"{reason} since it was approved")
+                return True
             if not isinstance(call, Call):
                 self._fail(session, run, step, f"refused at run time: {call}")
                 return True
@@ -286,18 +295,8 @@ class Executor:
                 fresh_json = fresh.model_dump(mode="json")
                 plan = approvals.plan_hash(incident_id=incident.id, run_id=run.id, step=step, preview=fresh_json)
                 if plan != step.plan_hash:
-                    approvals.void_open_requests(
-                        session, step=step, now=now, reason="the target changed", include_decided=True
-                    )
-                    step.status = "planned"
-                    timeline.append(
-                        session,
-                        incident_id=incident.id,
-                        at=now,
-                        kind=TimelineKind.GUARDRAIL,
-                        message=f"{step.step_id}: the target changed since it was approved "
-                        f"({fresh.description}); approval void, asking again",
-                    )
+                    reason = f"the target changed since it was approved ({fresh.description})"
+                    self._ask_again(session, run, step, incident, reason=reason)
                     self._release_lock(session, run, step)
                     return True
                 preview = fresh
@@ -311,6 +310,29 @@ class Executor:
             step.started_at = step.started_at or now
             step.attempts += 1
         return self._execute(run_id, step_id, call.action.name, call.params, call.ctx, preview)
+
+    def _quorum_raised(self, step: RunStep, incident: Incident) -> bool:
+        """The step was approved by fewer people than it needs now (its incident became a SEV1)."""
+        if not step.needs_approval or approvals.required_now(step, incident, self.catalog.approvals) <= (
+            step.approvals_required
+        ):
+            return False
+        step.approvals_required = approvals.required_now(step, incident, self.catalog.approvals)
+        return True
+
+    def _ask_again(self, session: Session, run: Run, step: RunStep, incident: Incident, *, reason: str) -> None:
+        """Void the step's approvals and plan it again: the executor previews it and asks anew."""
+        now = self.clock()
+        approvals.void_open_requests(session, step=step, now=now, reason=reason, include_decided=True)
+        step.status = "planned"
+        timeline.append(
+            session,
+            incident_id=incident.id,
+            at=now,
+            kind=TimelineKind.GUARDRAIL,
+            message=f"{step.step_id}: {reason}; "
+            + ("approval void, asking again" if step.needs_approval else "planned again"),
+        )
 
     def _on_running(self, run_id: int, step_id: int) -> bool:
         """A step found running by a (re)started executor: its outcome is unknown."""

@@ -153,6 +153,7 @@ def decide(token: str) -> Response:
                 allowed=allowed,
                 now=runtime.clock(),
                 people=[*service.approvers, *service.backup_approvers] if service is not None else [],
+                policy=runtime.catalog.approvals,
             )
             step_id = view.step.step_id
         except approvals.DecisionRefused as exc:
