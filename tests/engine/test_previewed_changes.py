@@ -162,6 +162,37 @@ def test_a_secret_rendered_into_a_step_never_reaches_its_preview(database_url: s
         h.close()
 
 
+FLAG_BODY = FLAG_OFF.replace("FLAG_TOKEN", "C").replace(
+    "json: {enabled: false}", 'json: {a: "{{ secrets.A }}", b: "{{ secrets.B }}"}'
+)
+
+
+def test_a_secret_is_masked_also_as_written_inside_json_a_url_or_html(database_url: str, tmp_path: Path) -> None:
+    # The step's description shows its body as JSON, where a quote, a backslash or an accented letter is
+    # escaped: the secret's raw value is then nowhere, but its escaped form was, in the note and the page.
+    values = {"A": 'Q"uo\\te-SeCrEt1', "B": "pässwörd-SeCrEt2", "C": "a b&c/SeCrEt3"}
+    h = Harness(
+        database_url=database_url,
+        tmp_path=tmp_path,
+        playbooks={"flag-off": FLAG_BODY},
+        template_secrets={name: SecretStr(value) for name, value in values.items()},
+    )
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        shown = "\n".join(
+            [
+                *(text for _, text in h.pagerduty.notes),
+                h.open_page(h.links()["Dana Okafor"]).get_data(as_text=True),
+                h.http.get("/api/incidents/1").get_data(as_text=True),
+            ]
+        )
+        assert "asks approval" in shown and '"a": "***"' in shown
+        assert "SeCrEt" not in shown, [line for line in shown.splitlines() if "SeCrEt" in line][:3]
+    finally:
+        h.close()
+
+
 @pytest.mark.parametrize(("method", "sent"), [("POST", ["POST"]), ("PUT", ["PUT", "PUT"])])
 def test_a_call_whose_repeat_is_unsafe_is_not_retried_after_a_timeout(
     database_url: str, tmp_path: Path, method: str, sent: list[str]

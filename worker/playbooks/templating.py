@@ -6,8 +6,11 @@ read through a view that remembers which values were used, so they can be masked
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import html
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -120,14 +123,32 @@ def render(value: Any, context: Mapping[str, Any], path: tuple[str | int, ...] =
 
 
 def mask(value: Any, secrets: Mapping[str, str]) -> Any:
-    """Replace every secret value used in rendering with ***."""
-    hidden = [s for s in secrets.values() if s]
+    """Replace every secret value used in rendering with ***, also as written inside JSON, a URL or HTML
+    (a description shows a request's body as JSON, where a quote or an accented letter is escaped)."""
+    return _masked(value, _written_forms(secrets.values()))
+
+
+def _written_forms(secrets: Iterable[str]) -> list[str]:
+    forms = set()
+    for secret in filter(None, secrets):
+        forms |= {
+            secret,
+            json.dumps(secret)[1:-1],
+            json.dumps(secret, ensure_ascii=False)[1:-1],
+            quote(secret, safe=""),
+            quote_plus(secret, safe=""),
+            html.escape(secret),
+        }
+    return sorted(forms, key=len, reverse=True)  # a longer form first: a shorter one may be part of it
+
+
+def _masked(value: Any, forms: list[str]) -> Any:
     if isinstance(value, str):
-        for secret in hidden:
-            value = value.replace(secret, MASK)
+        for form in forms:
+            value = value.replace(form, MASK)
         return value
     if isinstance(value, dict):
-        return {k: mask(v, secrets) for k, v in value.items()}
+        return {k: _masked(v, forms) for k, v in value.items()}
     if isinstance(value, list):
-        return [mask(v, secrets) for v in value]
+        return [_masked(v, forms) for v in value]
     return value
