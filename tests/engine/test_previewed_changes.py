@@ -17,6 +17,7 @@ from harness import Harness, pd_event
 from pydantic import SecretStr
 
 from worker.clients.kubernetes import KubernetesClient
+from worker.engine import planner
 from worker.testing.fake_kubernetes import FakeKubernetes
 
 SERVICES = (CONFIG / "services.yaml").read_text()
@@ -222,5 +223,52 @@ steps:
         h.run()
         assert seen == sent  # a PUT is retried (its repeat is harmless); a POST is sent once
         assert h.steps() == {"toggle": "failed" if method == "POST" else "succeeded"}
+    finally:
+        h.close()
+
+
+DEEP_BY_TITLE = """
+name: deep
+match: {service: checkout}
+steps:
+  - id: note
+    action: pagerduty.note
+    with:
+      content: "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{% endmacro %}x{{ f(incident.title|length) }}"
+"""
+
+
+def test_a_template_too_deep_for_this_incident_leaves_the_incident_and_says_why(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Lint cannot know how deep the recursion goes: that depends on the incident. Before, the
+    # RecursionError aborted the delivery's transaction, and the incident was lost with it.
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"deep": DEEP_BY_TITLE})
+    try:
+        h.deliver(pd_event("incident.triggered", title="checkout down " + "!" * 3000))
+        h.run()
+        incident = h.incident()
+        assert incident["severity"] == "SEV2" and incident["runs"] == []
+        assert any(
+            "playbook deep could not be planned: with.content: template error: recursion too deep" in e["message"]
+            for e in incident["timeline"]
+        )
+    finally:
+        h.close()
+
+
+def test_a_failure_inside_planning_leaves_the_incident(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(planner, "plan_steps", broken)
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"flag-off": FLAG_OFF})
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        incident = h.incident()
+        assert incident["title"] == "checkout error rate above 5%" and incident["runs"] == []
+        assert any("could not be planned: an internal error" in e["message"] for e in incident["timeline"])
     finally:
         h.close()

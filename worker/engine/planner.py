@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,8 @@ from worker.playbooks.templating import SecretsView, TemplateProblem, mask, rend
 from worker.settings import Settings
 from worker.store import timeline
 from worker.store.tables import Incident, Run, RunStep
+
+log = logging.getLogger(__name__)
 
 
 class PlanError(Exception):
@@ -131,6 +134,16 @@ class Planner:
                     at=now,
                     kind=TimelineKind.PLAN,
                     message=f"playbook {playbook.name} could not be planned: {exc}",
+                )
+                continue
+            except Exception:  # noqa: BLE001 - planning is pure: whatever fails in it, the incident must stand
+                log.exception("planning playbook %s for incident %s failed", playbook.name, incident.id)
+                timeline.append(
+                    session,
+                    incident_id=incident.id,
+                    at=now,
+                    kind=TimelineKind.PLAN,
+                    message=f"playbook {playbook.name} could not be planned: an internal error (in the worker's log)",
                 )
                 continue
             runs.append(

@@ -90,6 +90,8 @@ def compile_problems(value: Any, path: tuple[str | int, ...] = ()) -> list[Templ
             _ENV.from_string(value)
         except TemplateError as exc:
             problems.append(TemplateProblem(path, f"template error: {exc}"))
+        except RecursionError:  # expressions nested too deep for the compiler
+            problems.append(TemplateProblem(path, "template error: nested too deeply"))
     elif isinstance(value, dict):
         for key, item in value.items():
             problems.extend(compile_problems(item, (*path, str(key))))
@@ -112,6 +114,8 @@ def render(value: Any, context: Mapping[str, Any], path: tuple[str | int, ...] =
             raise TemplateProblem(path, f"template error: {exc}") from None
         except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
             raise TemplateProblem(path, f"template error: {exc}") from None
+        except RecursionError:  # a macro calling itself: how deep may depend on the incident, so say so here
+            raise TemplateProblem(path, "template error: recursion too deep") from None
         if len(rendered) > MAX_RENDERED:
             raise TemplateProblem(path, f"rendered value is longer than {MAX_RENDERED} characters")
         return rendered
