@@ -101,8 +101,13 @@ def parse_yaml(text: str, *, file: str) -> YamlDocument:
         reason = " ".join(filter(None, [exc.context, exc.problem]))
         doc.problems.append(Problem(file, line, col, "", f"YAML syntax error: {reason}"))
         return doc
-    except YAMLError as exc:
-        doc.problems.append(Problem(file, 1, 1, "", f"YAML syntax error: {exc}"))
+    except YAMLError as exc:  # the reader's (a control character): a position in characters, no mark
+        position = getattr(exc, "position", None)
+        line, col = (1, 1)
+        if isinstance(position, int):
+            line, col = text.count("\n", 0, position) + 1, position - text.rfind("\n", 0, position)
+        reason = next(iter(str(exc).splitlines()), type(exc).__name__)
+        doc.problems.append(Problem(file, line, col, "", f"YAML syntax error: {reason}"))
         return doc
     if root is None:
         doc.data = None
@@ -136,37 +141,61 @@ def _walk(node: nodes.Node, path: PathKey, doc: YamlDocument, within: set[int]) 
 
 
 def _walk_collection(node: nodes.CollectionNode, path: PathKey, doc: YamlDocument, within: set[int]) -> Any:
-    if isinstance(node, nodes.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node) if isinstance(key_node, nodes.ScalarNode) else str(key_node.value)
-            key_path = (*path, str(key))
-            if key in out:
-                doc.problems.append(
-                    Problem(
-                        doc.file,
-                        key_node.start_mark.line + 1,
-                        key_node.start_mark.column + 1,
-                        format_path(key_path),
-                        "duplicate key",
-                    )
+    if isinstance(node, nodes.SequenceNode):
+        return [_walk(item, (*path, i), doc, within) for i, item in enumerate(node.value)]
+    # Merge keys (`<<: *defaults`) first: keys written in the mapping itself win over merged ones, and
+    # their positions over the merged ones' (which stay where the merged mapping wrote them).
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if _tag(key_node) == _MERGE:
+            for source in value_node.value if isinstance(value_node, nodes.SequenceNode) else [value_node]:
+                if not isinstance(source, nodes.MappingNode):
+                    raise _Unreadable(source, "a merge key (<<) takes a mapping or a list of mappings")
+                for key, value in _walk(source, path, doc, within).items():
+                    out.setdefault(key, value)
+    doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    written: set[Any] = set()
+    for key_node, value_node in node.value:
+        if _tag(key_node) == _MERGE:
+            continue
+        if not isinstance(key_node, nodes.ScalarNode):
+            raise _Unreadable(key_node, "a key must be a single value, not a list or a mapping")
+        key = _scalar(key_node)
+        key_path = (*path, str(key))
+        if key in written:
+            doc.problems.append(
+                Problem(
+                    doc.file,
+                    key_node.start_mark.line + 1,
+                    key_node.start_mark.column + 1,
+                    format_path(key_path),
+                    "duplicate key",
                 )
-                continue
-            doc.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _walk(value_node, key_path, doc, within)
-        return out
-    return [_walk(item, (*path, i), doc, within) for i, item in enumerate(node.value)]
+            )
+            continue
+        written.add(key)
+        doc.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        out[key] = _walk(value_node, key_path, doc, within)
+    return out
 
 
 _RESOLVER = YAML(typ="safe", pure=True)
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _tag(node: nodes.Node) -> str | None:
+    return node.tag.value if hasattr(node.tag, "value") else node.tag
 
 
 def _scalar(node: nodes.Node) -> Any:
     """Resolve a scalar node as the safe loader would (ints, floats, bools, nulls, strings)."""
-    tag = node.tag.value if hasattr(node.tag, "value") else node.tag
-    if tag is None or node.style in ("'", '"', "|", ">"):
+    if _tag(node) is None or node.style in ("'", '"', "|", ">"):
         return node.value
-    return _RESOLVER.constructor.construct_object(node, deep=True)
+    try:
+        return _RESOLVER.constructor.construct_object(node, deep=True)
+    except (YAMLError, ValueError, TypeError, OverflowError) as exc:  # `!!int abc`, `!foo`, 5,000 digits
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise _Unreadable(node, f"cannot read this value: {reason}") from None
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> PathKey:

@@ -24,7 +24,11 @@ def allowed_hosts(service: Service) -> list[str]:
 
 def url_problem(url: str, service: Service, *, mutating: bool = True) -> str | None:
     """Why `url` is outside the service's scope, or None; a change on the flag service must name an owned flag."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port out of range or not a number
+    except ValueError as exc:
+        return f"invalid URL {url!r}: {exc}"
     if parts.scheme not in {"http", "https"}:
         return f"only http and https URLs are allowed, not {parts.scheme or 'no scheme'!r}"
     host = host_of(url)
