@@ -263,6 +263,15 @@ def test_without_an_api_token_anyone_may_pause_but_nobody_may_resume_over_http(m
     assert paused(h) == ["checkout"]
 
 
+def test_a_pause_reason_no_database_takes_as_is_is_stored_as_text(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    body = '{"service": "checkout", "by": "sre\\udfff", "reason": "deploy\\u0000 \\ud800 broke it"}'
+    answer = h.http.post("/api/pause", data=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200, answer.get_data(as_text=True)  # was a 500: the insert refused the text
+    (pause,) = h.http.get("/api/pauses").get_json()["pauses"]
+    assert (pause["by"].startswith("sre\ufffd"), pause["reason"]) == (True, "deploy \ufffd broke it")
+
+
 def test_pausing_a_service_the_catalog_does_not_know_is_a_400(make) -> None:  # type: ignore[no-untyped-def]
     h = make()
     answer = h.http.post("/api/pause", json={"service": "chekout"})

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from worker.domain.incidents import IncidentStatus
 from worker.domain.severity import Severity
+from worker.domain.text import storable
 from worker.engine.postmortem import metrics_summary, postmortem_markdown
 from worker.engine.runtime import Runtime
 from worker.errors import WebhookRejected
@@ -118,6 +119,8 @@ def _control_request(*, resuming: bool) -> tuple[dict[str, Any], str]:
     body = request.get_json(silent=True) if raw else {}
     if not isinstance(body, dict):
         raise WebhookRejected(400, 'expected a JSON object, such as {"service": "checkout", "reason": "…"}')
+    # Text as a database stores it: a NUL or an unpaired surrogate escape ("\\ud800") failed the insert (500).
+    body = {key: storable(value) if isinstance(value, str) else value for key, value in body.items()}
     who = str(body.get("by") or "api")
     return body, f"{who} ({request.remote_addr})" if request.remote_addr else who
 
