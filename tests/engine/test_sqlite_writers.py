@@ -255,3 +255,24 @@ def test_a_turn_that_comes_within_the_wait_is_taken_and_given_back(
         with session_factory(engine).begin() as session:
             session.execute(text("SELECT 1"))
     assert len(os.listdir("/proc/self/fd")) <= before
+
+
+def test_writes_while_the_queue_is_held_for_long_leave_no_thread_per_write(
+    engine: Engine, probe: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each write gives up after MAX_WAIT; the next one from the same connection joins the wait given up
+    # on instead of starting another, so a stopped holder costs one thread per connection, not per write.
+    monkeypatch.setattr(sqlite_writers, "MAX_WAIT", 0.05)
+    fcntl.flock(probe, fcntl.LOCK_EX)
+    writes = session_factory(engine)
+    for _ in range(8):
+        with writes.begin() as session:
+            session.execute(text("UPDATE leases SET holder = holder"))
+    waiting = [t for t in threading.enumerate() if t.name == "sqlite-writer-turn"]
+    assert 1 <= len(waiting) <= 2, len(waiting)  # (the pool may hand out a second connection)
+    fcntl.flock(probe, fcntl.LOCK_UN)
+    for thread in waiting:
+        thread.join(timeout=5)
+    assert not any(t.is_alive() for t in waiting)
+    time.sleep(0.05)
+    assert queue_is_free(probe)

@@ -44,6 +44,7 @@ def connection_factory(database: str) -> type[sqlite3.Connection]:
     class QueuedWriterConnection(sqlite3.Connection):
         _fd = -1
         _held = False
+        _given_up: _Turn | None = None
 
         def queue_for_write(self) -> None:
             """Wait for this connection's turn to write (call before BEGIN IMMEDIATE or an autocommit write)."""
@@ -60,12 +61,16 @@ def connection_factory(database: str) -> type[sqlite3.Connection]:
 
         def _wait_for_turn(self) -> None:
             started = time.monotonic()
-            turn = _Turn(path)
+            # A wait given up on earlier is joined again rather than left beside a new one: while a stopped
+            # process holds the queue, every write would otherwise leave a thread and a descriptor behind.
+            turn = self._given_up if self._given_up is not None and self._given_up.rejoin() else _Turn(path)
+            self._given_up = None
             if turn.take(MAX_WAIT):
                 os.close(self._fd)  # the turn is held on the helper's file description: it becomes ours
                 self._fd = turn.fd
                 self._held = _writing.held = True
             else:
+                self._given_up = turn
                 log.warning(
                     "gave up waiting for the SQLite writer lock on %s after %g s (a writer process stopped "
                     "while holding it?); writing without it: SQLite's busy timeout decides",
@@ -117,7 +122,9 @@ class _Turn:
     def __init__(self, path: str):
         self.fd = _open(path)
         self._mutex = threading.Lock()
-        self._state = "waiting"  # then "held" (the thread got the lock) or "abandoned" (take gave up)
+        # "waiting", then "held" (the thread got the lock for a waiter) or "abandoned" (`take` gave up;
+        # `rejoin` makes it "waiting" again), and "released" (the lock came with nobody waiting: let go).
+        self._state = "waiting"
         self._held = threading.Event()
         threading.Thread(target=self._wait, name="sqlite-writer-turn", daemon=True).start()
 
@@ -125,19 +132,34 @@ class _Turn:
         fcntl.flock(self.fd, fcntl.LOCK_EX)  # releases the GIL while it waits
         with self._mutex:
             if self._state == "abandoned":
+                self._state = "released"
                 os.close(self.fd)  # lets the turn go to the next waiter
                 return
             self._state = "held"
         self._held.set()
 
+    def rejoin(self) -> bool:
+        """Wait on this turn again; False when it already came and was let go (start a new one)."""
+        with self._mutex:
+            if self._state != "abandoned":
+                return False
+            self._state = "waiting"
+            return True
+
     def take(self, timeout: float) -> bool:
         """True once the lock is held on `fd` (the caller then owns `fd`); False after `timeout` seconds."""
-        self._held.wait(timeout)
-        with self._mutex:
-            if self._state == "held":
-                return True
-            self._state = "abandoned"
-            return False
+        waited = False
+        try:
+            self._held.wait(timeout)
+            waited = True
+        finally:
+            with self._mutex:
+                if self._state != "held":
+                    self._state = "abandoned"
+                elif not waited:  # interrupted (KeyboardInterrupt) just as the lock came: let it go
+                    self._state = "released"
+                    os.close(self.fd)
+        return waited and self._state == "held"
 
 
 def queue_for_write(dbapi_connection: Any) -> None:
