@@ -190,12 +190,12 @@ def test_unpaired_surrogate_escapes_are_accepted_deduplicated_and_processed(
     [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n", b"10\r\n{}"],
     ids=["bad-size", "no-terminator", "cut-short"],
 )
-@pytest.mark.parametrize("source", ["pagerduty", "alertmanager"])
+@pytest.mark.parametrize("path", ["/webhooks/pagerduty", "/webhooks/alertmanager", "/api/pause"])
 def test_malformed_chunked_bodies_are_400_before_any_credential_check(
-    worker: LiveWorker, source: str, chunks: bytes
+    worker: LiveWorker, path: str, chunks: bytes
 ) -> None:
     head = (
-        f"POST /webhooks/{source} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     )
     with socket.create_connection(("127.0.0.1", worker.port), timeout=10) as sock:
@@ -412,3 +412,15 @@ def test_clients_that_stall_mid_request_are_dropped_and_intake_goes_on(
     finally:
         for sock in stalled:
             sock.close()
+
+
+def test_a_stalled_body_on_a_form_or_api_route_is_408_too(worker: LiveWorker) -> None:
+    # There werkzeug reads the body, and reports the failed read as a disconnection.
+    head = (
+        b"POST /api/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    with socket.create_connection(("127.0.0.1", worker.port), timeout=30) as sock:
+        sock.sendall(head)
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:300]
+    assert b"paused too long" in reply

@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, Response, jsonify
 from gunicorn.http.errors import NoMoreData, ParseException
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from worker.errors import WebhookRejected
 
@@ -22,6 +22,17 @@ def install(app: Flask) -> None:
     def _rejected(exc: WebhookRejected) -> tuple[Response, int]:
         extra = {"field": exc.field} if exc.field else {}
         return json_error(exc.status, exc.reason, **extra)
+
+    # Where werkzeug reads the body (request.form, get_data), a failed read becomes ClientDisconnected: its
+    # cause tells a stalled client (408) or a malformed chunked body (400) from one that went away.
+    @app.errorhandler(ClientDisconnected)
+    def _disconnected(exc: ClientDisconnected) -> tuple[Response, int]:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, BlockingIOError):
+            return _too_slow(cause)
+        if isinstance(cause, ParseException | NoMoreData):
+            return _malformed_body(cause)
+        return json_error(400, "the request's body ended before it was complete")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:
