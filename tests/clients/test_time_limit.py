@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -104,31 +105,62 @@ def test_a_statuspage_call_against_a_trickling_server_fails_as_transient_within_
         assert time.monotonic() - started < 2.0
 
 
-def test_a_proxy_named_in_the_environment_is_still_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The limited transport is mounted for every URL, not set as the client's transport, which would
-    # make httpx ignore HTTP(S)_PROXY.
+def client_of(url: str) -> StatuspageClient:
+    return StatuspageClient(
+        page_id="p1", api_key="key-1", api_url=url, timeout=1.0, limiter=RateLimiter(rate=1000, burst=1000)
+    )
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_proxy_the_environment_names_is_used_and_the_limit_holds_through_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    # A client given its own transport reads no proxy from the environment: the worker reads it instead.
     proxy = socket.create_server(("127.0.0.1", 0))
     seen: list[bytes] = []
 
     def answer() -> None:
-        conn, _ = proxy.accept()
-        with conn:
-            seen.append(conn.recv(65536).split(b"\r\n", 1)[0])
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]")
+        for slowly in (False, True):
+            conn, _ = proxy.accept()
+            with conn:
+                seen.append(conn.recv(65536).split(b"\r\n", 1)[0])
+                reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]"
+                for i in range(len(reply)) if slowly else [None]:
+                    time.sleep(0.05 if slowly else 0)
+                    with contextlib.suppress(OSError):
+                        conn.sendall(reply[i : i + 1] if i is not None else reply)
 
     threading.Thread(target=answer, daemon=True).start()
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    client = StatuspageClient(
-        page_id="p1", api_key="k", api_url="http://statuspage.invalid", limiter=RateLimiter(rate=1000, burst=1000)
-    )
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    client = client_of("http://statuspage.invalid")
     try:
         assert client.list_unresolved() == []
+        started = time.monotonic()
+        with time_limit(0.6), pytest.raises(TransientError, match="timed out|time limit"):
+            client.list_unresolved()
+        assert time.monotonic() - started < 1.5
     finally:
         client.close()
         proxy.close()
-    assert seen == [b"GET http://statuspage.invalid/v1/pages/p1/incidents/unresolved HTTP/1.1"]
+    assert seen[0] == b"GET http://statuspage.invalid/v1/pages/p1/incidents/unresolved HTTP/1.1"
+
+
+def test_a_host_the_environment_exempts_from_its_proxy_is_reached_directly_within_the_limit(
+    trickling: tuple[str, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, accepted = trickling
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there: used, it fails at once
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    client = client_of(url.rstrip("/"))
+    started = time.monotonic()
+    try:
+        with time_limit(0.6), pytest.raises(TransientError, match="timed out|time limit"):
+            client.list_unresolved()
+    finally:
+        client.close()
+    assert time.monotonic() - started < 1.5 and accepted == [1]
 
 
 def test_the_limit_holds_over_tls_too(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from worker.clients.time_limit import TimeLimitedTransport
+from worker.clients.time_limit import TimeLimitedTransport, environment_proxy
 from worker.errors import PermanentError, TransientError
 
 IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved"]
@@ -109,10 +109,8 @@ class StatuspageClient:
         self._limiter = limiter or limiter_for(key)
         self._http = httpx.Client(
             timeout=timeout,
-            transport=transport,
-            # Calls made within time_limit() end within it. Mounted rather than passed as the transport, which
-            # would turn off HTTPS_PROXY and the like: a proxy they name is still used (without the limit).
-            mounts=None if transport else {"all://": TimeLimitedTransport()},
+            # Calls made within time_limit() end within it, through the proxy the environment names if any.
+            transport=transport or TimeLimitedTransport(proxy=environment_proxy(self.base)),
             headers={"Authorization": f"OAuth {key}", "Accept": "application/json"},
         )
 

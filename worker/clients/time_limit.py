@@ -5,6 +5,7 @@ its answer a byte at a time keeps a request going for as long as it likes. Withi
 every operation of a connection from `TimeLimitedTransport` is also bounded by what is left of the limit,
 and once nothing is left the next one fails as httpx's own timeouts do (`httpx.TimeoutException`). The
 limit is a context variable, so it covers every request made inside it, from the thread that set it.
+The host name's lookup (getaddrinfo) is not covered: it takes no timeout, and the system's resolver bounds it.
 
 Why: a status page call is made holding a lease that another replica takes over once it lapses
 (engine/comms.py); a call that is sure to end before the lease's longest extension never sends an update
@@ -14,6 +15,7 @@ twice.
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -93,17 +95,46 @@ class _Backend(httpcore.NetworkBackend):
 
 
 class TimeLimitedTransport(httpx.HTTPTransport):
-    """httpx's own transport, without a proxy, with connections that honour `time_limit`."""
+    """httpx's own transport, with connections that honour `time_limit`, direct or through an HTTP(S) proxy."""
 
-    def __init__(self, *, verify: Any = True, limits: httpx.Limits | None = None) -> None:
+    def __init__(self, *, verify: Any = True, limits: httpx.Limits | None = None, proxy: str | None = None) -> None:
         limits = limits or httpx.Limits()
         super().__init__(verify=verify, limits=limits)
         # httpx builds its pool without a way to pass a network backend; the same pool is built again
-        # with one (httpcore's public constructor: only the attribute holding it is httpx's own).
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
+        # with one (httpcore's public constructors: only the attribute holding it is httpx's own).
+        ssl_context = httpx.create_ssl_context(verify=verify)
+        sizes = {
+            "max_connections": limits.max_connections,
+            "max_keepalive_connections": limits.max_keepalive_connections,
+            "keepalive_expiry": limits.keepalive_expiry,
+        }
+        if proxy is None:
+            self._pool = httpcore.ConnectionPool(ssl_context=ssl_context, network_backend=_Backend(), **sizes)
+            return
+        through = httpx.Proxy(proxy)
+        if through.url.scheme not in ("http", "https"):
+            raise ValueError(f"proxy {through.url.scheme}:// is not supported here (only http:// and https://)")
+        self._pool = httpcore.HTTPProxy(
+            proxy_url=httpcore.URL(
+                scheme=through.url.raw_scheme,
+                host=through.url.raw_host,
+                port=through.url.port,
+                target=through.url.raw_path,
+            ),
+            proxy_auth=through.raw_auth,
+            proxy_headers=through.headers.raw,
+            ssl_context=ssl_context,
+            proxy_ssl_context=through.ssl_context,
             network_backend=_Backend(),
+            **sizes,
         )
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY, unless NO_PROXY
+    names its host), or None: what httpx would use, since a client given its own transport reads none."""
+    proxies = urllib.request.getproxies_environment()
+    parsed = httpx.URL(url)
+    if proxies.get("no") and urllib.request.proxy_bypass_environment(parsed.host, proxies):
+        return None
+    return proxies.get(parsed.scheme) or proxies.get("all")
