@@ -114,6 +114,20 @@ def test_an_expired_link_is_refused_and_the_gate_times_out_to_deny(make) -> None
     assert h.cluster.mutations == []
 
 
+def test_a_playbooks_approval_timeout_sets_how_long_its_links_live(make) -> None:  # type: ignore[no-untyped-def]
+    book = playbook()["rollback"].replace("on_timeout: deny", "on_timeout: deny\napproval_timeout: 2m")
+    h = make(playbooks={"rollback": book})
+    declared(h)
+    assert "links expire in 0:02:00" in h.pagerduty.notes[-1][1]  # not the worker's 15 minutes
+    token = h.links()["Dana Okafor"]
+    h.clock.advance(minutes=1)
+    assert h.open_page(token).status_code == 200
+    h.clock.advance(minutes=2)
+    assert h.open_page(token).status_code == 410
+    h.run()
+    assert h.steps() == {"rollback": "expired"} and h.cluster.mutations == []
+
+
 def test_timeout_escalates_to_backup_approvers(make) -> None:  # type: ignore[no-untyped-def]
     h = make(playbooks=playbook(on_timeout="escalate"))
     declared(h)

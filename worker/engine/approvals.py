@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -107,10 +107,12 @@ def open_gate(
     plan: str,
     now: datetime,
     round_: int = 1,
+    ttl: timedelta | None = None,
 ) -> list[IssuedLink]:
-    """Create one single-use link per approver. In proxy-identity mode too: the proxy then proves that whoever
-    uses a link is its approver, and a quorum of two gets two links (one shared link was used up by the first)."""
-    expires = now + policy.link_ttl
+    """Create one single-use link per approver, valid for `ttl` (default: the policy's link_ttl). In
+    proxy-identity mode too: the proxy then proves that whoever uses a link is its approver, and a quorum
+    of two gets two links (one shared link was used up by the first)."""
+    expires = now + (ttl or policy.link_ttl)
     links = []
     for approver in approvers:
         token = secrets.token_urlsafe(32)

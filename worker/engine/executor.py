@@ -185,13 +185,24 @@ class Executor:
             self._fail(session, run, step, "nobody is allowed to approve this step (no IC and no catalog approvers)")
             return True
         plan = approvals.plan_hash(incident_id=incident.id, run_id=run.id, step=step, preview=step.preview)
+        ttl = (
+            timedelta(seconds=run.approval_timeout_seconds)
+            if run.approval_timeout_seconds
+            else self.catalog.approvals.link_ttl
+        )
         links = approvals.open_gate(
-            session, step=step, approvers=allowed, policy=self.catalog.approvals, plan=plan, now=now, round_=round_
+            session,
+            step=step,
+            approvers=allowed,
+            policy=self.catalog.approvals,
+            plan=plan,
+            now=now,
+            round_=round_,
+            ttl=ttl,
         )
         run.status = "awaiting_approval"
         run.updated_at = now
         base = self.settings.public_url.rstrip("/")
-        ttl = self.catalog.approvals.link_ttl
         lines = [
             f"incident-worker asks approval for {run.playbook} step {step.step_id}: {preview.description}.",
             f"Needs {step.approvals_required} approval(s); links expire in {ttl}.",

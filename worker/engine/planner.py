@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -170,6 +171,9 @@ class Planner:
             dry_run=self.settings.dry_run,
             status="planned",
             on_timeout=playbook.on_timeout,
+            approval_timeout_seconds=math.ceil(playbook.approval_timeout.total_seconds())
+            if playbook.approval_timeout
+            else None,
             match_reasons={"reasons": list(reasons)},
             created_at=now,
             updated_at=now,

@@ -175,6 +175,7 @@ class Run(Base):
     dry_run: Mapped[bool] = mapped_column(default=False)
     status: Mapped[str] = mapped_column(String(24))
     on_timeout: Mapped[str] = mapped_column(String(16))
+    approval_timeout_seconds: Mapped[int | None]  # the playbook's approval_timeout; None: the worker's link_ttl
     match_reasons: Mapped[dict[str, Any]]
     triggered_by: Mapped[str | None] = mapped_column(String(256))  # may approve, but never alone
     claimed_by: Mapped[str | None] = mapped_column(String(128))
