@@ -9,9 +9,10 @@ import pytest
 from harness import Harness, pd_event
 from pydantic import SecretStr
 
+from worker.domain.clock import as_utc
 from worker.errors import PermanentError, TransientError
 from worker.store import timeline
-from worker.store.tables import TimelineEntry
+from worker.store.tables import Lease, TimelineEntry
 
 ROLLBACK = """
 name: rollback
@@ -530,3 +531,64 @@ def test_parameters_that_render_differently_by_run_time_are_asked_for_again(make
         assert h.decide(second[name]).status_code == 200
     h.run()
     assert h.cluster.mutations == [("scale", 10)]
+
+
+def mutation_lease_held(h: Harness) -> bool:
+    with h.runtime.sessions() as session:
+        lease = session.get(Lease, "mutation:checkout")
+        return lease is not None and as_utc(lease.expires_at) > h.clock()
+
+
+def test_a_step_asked_again_lets_the_services_mutation_lease_go(make) -> None:  # type: ignore[no-untyped-def]
+    # Running it took the lease; while it waits for its new approvals, other runs on the service may act.
+    h = make()
+    declared(h)
+    assert h.decide(h.links()["Dana Okafor"]).status_code == 200
+    h.deliver(pd_event("incident.priority_updated", priority="P1"))
+    h.run()
+    assert h.steps() == {"rollback": "awaiting_approval"}
+    assert not mutation_lease_held(h)
+
+
+def test_a_sev1_raised_while_the_target_is_read_still_needs_a_second_approver(make) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    assert h.decide(h.links()["Dana Okafor"]).status_code == 200
+    plan = h.cluster.plan_rollout_undo
+
+    def raised_meanwhile(**kwargs):  # type: ignore[no-untyped-def]
+        h.cluster.plan_rollout_undo = plan  # type: ignore[method-assign]
+        h.deliver(pd_event("incident.priority_updated", priority="P1"))  # between the executor's transactions
+        return plan(**kwargs)
+
+    h.cluster.plan_rollout_undo = raised_meanwhile  # type: ignore[method-assign]
+    h.run()
+    assert h.cluster.mutations == []
+    assert h.steps() == {"rollback": "awaiting_approval"}
+    assert "Needs 2 approval(s)" in h.pagerduty.notes[-1][1]
+
+
+def test_parameters_that_changed_before_the_first_request_are_asked_about_as_they_are_now(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(playbooks={"scale": SCALE_BY_SEVERITY})
+    h.deliver(pd_event("incident.triggered"))  # planned at SEV2: 5 replicas
+    h.deliver(pd_event("incident.priority_updated", priority="P1"))  # before the executor asks anyone
+    h.run()
+    assert h.steps() == {"scale": "awaiting_approval"}
+    assert "to 10 replicas" in h.open_page(h.links()["Dana Okafor"]).get_data(as_text=True)
+
+
+def test_a_step_asked_again_after_an_escalation_goes_to_the_backups_again(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(playbooks=playbook(on_timeout="escalate"))
+    declared(h)
+    h.clock.advance(minutes=16)
+    h.run()
+    first = h.links()
+    assert set(first) == {"Priya Natarajan"}
+    h.cluster.revision = 5  # somebody deployed meanwhile
+    assert h.decide(first["Priya Natarajan"]).status_code == 200
+    h.run()
+    second = h.links()
+    assert set(second) == {"Priya Natarajan"} and second != first
+    assert h.decide(second["Priya Natarajan"]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 4)]

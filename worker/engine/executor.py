@@ -140,6 +140,11 @@ class Executor:
                 step.status = "approved"
                 return True
             call = self._calls.for_step(step=step, incident=incident, service=service)
+            if isinstance(call, ParamsChanged):  # the incident changed since planning: ask about what runs now
+                step.params = call.masked
+                call = self._calls.for_step(step=step, incident=incident, service=service)
+            # A re-ask goes to those the last round went to (the backups, after an escalation).
+            round_ = max(1, approvals.current_round(step))
         # Reading the target (Kubernetes, Route53, ...) happens outside any transaction: on SQLite an open
         # write transaction would hold up every webhook meanwhile.
         preview, error = read_preview(call)
@@ -163,7 +168,7 @@ class Executor:
             if preview is None:
                 self._fail(session, run, step, f"could not preview the change: {error}")
                 return True
-            return self._ask(session, run, step, incident, service, preview, round_=1)
+            return self._ask(session, run, step, incident, service, preview, round_=round_)
 
     def _ask(
         self,
@@ -308,9 +313,11 @@ class Executor:
                 if plan != step.plan_hash:
                     reason = f"the target changed since it was approved ({fresh.description})"
                     self._ask_again(session, run, step, incident, reason=reason)
-                    self._release_lock(session, run, step)
                     return True
                 preview = fresh
+            if self._quorum_raised(step, incident):  # it became a SEV1 while the target was read
+                self._ask_again(session, run, step, incident, reason="the incident is now a SEV1 since it was approved")
+                return True
             if step.mutating:
                 self.on_progress(session, "identified", incident)
             # Record the intent before calling out: a crash from here on is recovered, never repeated blindly.
@@ -332,9 +339,11 @@ class Executor:
         return True
 
     def _ask_again(self, session: Session, run: Run, step: RunStep, incident: Incident, *, reason: str) -> None:
-        """Void the step's approvals and plan it again: the executor previews it and asks anew."""
+        """Void the step's approvals and plan it again: the executor previews it and asks anew (the service's
+        mutation lease, taken to run it, is let go meanwhile)."""
         now = self.clock()
         approvals.void_open_requests(session, step=step, now=now, reason=reason, include_decided=True)
+        self._release_lock(session, run, step)
         step.status = "planned"
         timeline.append(
             session,
