@@ -14,6 +14,8 @@ from urllib.parse import quote, quote_plus
 
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import htmlsafe_json_dumps
+from markupsafe import escape
 from pydantic import SecretStr
 
 MAX_RENDERED = 64 * 1024  # characters per rendered value
@@ -139,9 +141,13 @@ def _written_forms(secrets: Iterable[str]) -> list[str]:
             secret,
             json.dumps(secret)[1:-1],
             json.dumps(secret, ensure_ascii=False)[1:-1],
+            str(htmlsafe_json_dumps(secret))[1:-1],  # Jinja's |tojson
             quote(secret, safe=""),
+            quote(secret, safe="/"),  # Jinja's |urlencode
             quote_plus(secret, safe=""),
+            quote_plus(secret, safe="/"),
             html.escape(secret),
+            str(escape(secret)),  # Jinja's |e
         }
     return sorted(forms, key=len, reverse=True)  # a longer form first: a shorter one may be part of it
 
