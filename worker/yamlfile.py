@@ -50,6 +50,8 @@ class YamlDocument:
     keys: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     values: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    visited: int = field(default=0, repr=False)  # nodes walked, an alias's each time it is expanded
+    merged: dict[int, dict[Any, Any]] = field(default_factory=dict, repr=False)  # merge sources, walked once
 
     def position(self, path: PathKey, *, at_key: bool = False) -> tuple[int, int]:
         """Where `path` is written; the nearest written ancestor when it is missing."""
@@ -128,7 +130,8 @@ def _walk(node: nodes.Node, path: PathKey, doc: YamlDocument, within: set[int]) 
     """The data at `node`; `within` holds the collections it is inside of (an alias may name one)."""
     if id(node) in within:
         raise _Unreadable(node, "an alias refers to a value that contains it")
-    if len(doc.values) >= MAX_VALUES and path not in doc.values:
+    doc.visited += 1
+    if doc.visited > MAX_VALUES:
         raise _Unreadable(node, f"more than {MAX_VALUES} values (aliases repeating aliases?)")
     doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, nodes.CollectionNode):
@@ -151,7 +154,9 @@ def _walk_collection(node: nodes.CollectionNode, path: PathKey, doc: YamlDocumen
             for source in value_node.value if isinstance(value_node, nodes.SequenceNode) else [value_node]:
                 if not isinstance(source, nodes.MappingNode):
                     raise _Unreadable(source, "a merge key (<<) takes a mapping or a list of mappings")
-                for key, value in _walk(source, path, doc, within).items():
+                if id(source) not in doc.merged:  # once: merges of merges would walk it again at every level
+                    doc.merged[id(source)] = _walk(source, path, doc, within)
+                for key, value in doc.merged[id(source)].items():
                     out.setdefault(key, value)
     doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     written: set[Any] = set()
@@ -176,6 +181,7 @@ def _walk_collection(node: nodes.CollectionNode, path: PathKey, doc: YamlDocumen
         written.add(key)
         doc.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         out[key] = _walk(value_node, key_path, doc, within)
+    doc.merged.setdefault(id(node), out)  # a later merge of this mapping takes it as read here
     return out
 
 
