@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from worker.clients.statuspage import RateLimiter, StatuspageClient
-from worker.clients.time_limit import TimeLimitedTransport, time_limit
+from worker.clients.time_limit import TimeLimitedTransport, environment_proxy, time_limit
 from worker.errors import TransientError
 from worker.testing.fake_statuspage import FakeStatuspage
 from worker.testing.tls import make_local_ca
@@ -194,3 +194,25 @@ def test_the_limit_holds_over_tls_too(tmp_path: Path) -> None:
     finally:
         stop.set()
         listener.close()
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "proxy"),
+    [
+        ({"HTTPS_PROXY": "proxy.corp:3128"}, "https://api.statuspage.io", "http://proxy.corp:3128"),  # as httpx
+        ({"https_proxy": "http://p:1"}, "https://api.statuspage.io", "http://p:1"),
+        ({"HTTP_PROXY": "http://p:1"}, "https://api.statuspage.io", None),  # HTTP_PROXY is for http:// only
+        ({"ALL_PROXY": "http://p:1"}, "https://api.statuspage.io", "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "statuspage.io"}, "https://api.statuspage.io", None),
+        ({}, "https://api.statuspage.io", None),
+    ],
+)
+def test_the_proxy_the_environment_names_for_a_url(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], url: str, proxy: str | None
+) -> None:
+    for name in ("HTTP", "HTTPS", "ALL", "NO"):
+        monkeypatch.delenv(f"{name}_PROXY", raising=False)
+        monkeypatch.delenv(f"{name.lower()}_proxy", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert environment_proxy(url) == proxy

@@ -137,4 +137,5 @@ def environment_proxy(url: str) -> str | None:
     parsed = httpx.URL(url)
     if proxies.get("no") and urllib.request.proxy_bypass_environment(parsed.host, proxies):
         return None
-    return proxies.get(parsed.scheme) or proxies.get("all")
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    return proxy if not proxy or "://" in proxy else f"http://{proxy}"  # `proxy.corp:3128`, as httpx reads it

@@ -30,7 +30,7 @@ def install(app: Flask) -> None:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, BlockingIOError):
             return _too_slow(cause)
-        if isinstance(cause, ParseException | NoMoreData):
+        if isinstance(cause, NoMoreData):  # (gunicorn's other parse errors are no OSError: they come as they are)
             return _malformed_body(cause)
         return json_error(400, "the request's body ended before it was complete")
 

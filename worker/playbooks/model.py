@@ -27,6 +27,9 @@ _SEVERITIES = _one_or_many({"enum": [s.value for s in Severity]})
 _SOURCES = _one_or_many({"enum": ["pagerduty", "opsgenie", "alertmanager"]})
 
 
+MAX_APPROVAL_TIMEOUT = timedelta(days=7)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -101,10 +104,19 @@ class Playbook(_Model):
         default="active", description="shadow: plan and post 'would have run' notes, never ask or mutate."
     )
     cooldown: Duration = Field(default=timedelta(minutes=30), description="No re-run for the service within this.")
-    approval_timeout: Duration | None = Field(default=None, description="Default: the worker's (15m).")
+    approval_timeout: Duration | None = Field(
+        default=None, description="How long approval links live, at most 7d. Default: the worker's (15m)."
+    )
     on_timeout: Literal["deny", "escalate"] = "deny"
     match: Match
     steps: list[Step] = Field(min_length=1)
+
+    @field_validator("approval_timeout")
+    @classmethod
+    def _bounded_timeout(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value > MAX_APPROVAL_TIMEOUT:
+            raise ValueError("at most 7d: a link that outlives the incident's first hours only waits to be misused")
+        return value
 
     @model_validator(mode="after")
     def _unique_steps(self) -> Playbook:

@@ -16,10 +16,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("approval_timeout_seconds", sa.Integer(), nullable=True))
+    op.add_column("runs", sa.Column("approval_timeout_seconds", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_column("approval_timeout_seconds")
+    # ALTER TABLE … DROP COLUMN in place (SQLite 3.35+): a batch rebuild would drop `runs`, which run_steps
+    # references, and fail with foreign keys on.
+    op.drop_column("runs", "approval_timeout_seconds")
