@@ -51,7 +51,8 @@ class YamlDocument:
     values: dict[PathKey, tuple[int, int]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     visited: int = field(default=0, repr=False)  # nodes walked, an alias's each time it is expanded
-    merged: dict[int, dict[Any, Any]] = field(default_factory=dict, repr=False)  # merge sources, walked once
+    # Every mapping walked, by node: its data and its keys' (key, value) positions, for merges to reuse.
+    merged: dict[int, tuple[dict[Any, Any], dict[Any, tuple[Any, Any]]]] = field(default_factory=dict, repr=False)
 
     def position(self, path: PathKey, *, at_key: bool = False) -> tuple[int, int]:
         """Where `path` is written; the nearest written ancestor when it is missing."""
@@ -155,9 +156,14 @@ def _walk_collection(node: nodes.CollectionNode, path: PathKey, doc: YamlDocumen
                 if not isinstance(source, nodes.MappingNode):
                     raise _Unreadable(source, "a merge key (<<) takes a mapping or a list of mappings")
                 if id(source) not in doc.merged:  # once: merges of merges would walk it again at every level
-                    doc.merged[id(source)] = _walk(source, path, doc, within)
-                for key, value in doc.merged[id(source)].items():
-                    out.setdefault(key, value)
+                    _walk(source, path, doc, within)
+                data, positions = doc.merged[id(source)]
+                for key, value in data.items():
+                    if key not in out:  # a merged key is positioned where its mapping wrote it
+                        out[key] = value
+                        key_at, value_at = positions[key]
+                        if key_at and value_at:
+                            doc.keys[(*path, str(key))], doc.values[(*path, str(key))] = key_at, value_at
     doc.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     written: set[Any] = set()
     for key_node, value_node in node.value:
@@ -181,7 +187,8 @@ def _walk_collection(node: nodes.CollectionNode, path: PathKey, doc: YamlDocumen
         written.add(key)
         doc.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         out[key] = _walk(value_node, key_path, doc, within)
-    doc.merged.setdefault(id(node), out)  # a later merge of this mapping takes it as read here
+    positions = {key: (doc.keys.get((*path, str(key))), doc.values.get((*path, str(key)))) for key in out}
+    doc.merged.setdefault(id(node), (out, positions))  # a later merge of this mapping takes it as read here
     return out
 
 

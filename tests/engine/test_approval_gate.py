@@ -592,3 +592,17 @@ def test_a_step_asked_again_after_an_escalation_goes_to_the_backups_again(make) 
     assert h.decide(second["Priya Natarajan"]).status_code == 200
     h.run()
     assert h.cluster.mutations == [("rollout_undo", 4)]
+
+
+def test_an_escalated_sev1_step_with_one_backup_asks_the_primaries_too(make) -> None:  # type: ignore[no-untyped-def]
+    # The SEV1 quorum is two, and checkout has one backup approver: backups alone could never approve it.
+    h = make(playbooks=playbook(on_timeout="escalate"))
+    declared(h, priority="P1")
+    h.clock.advance(minutes=16)
+    h.run()
+    links = h.links()
+    assert set(links) == {"Priya Natarajan", "Dana Okafor", "Sam Reyes"}
+    assert h.decide(links["Priya Natarajan"]).status_code == 200
+    assert h.decide(links["Sam Reyes"]).status_code == 200
+    h.run()
+    assert h.cluster.mutations == [("rollout_undo", 2)]

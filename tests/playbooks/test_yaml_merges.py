@@ -30,3 +30,11 @@ def test_merges_of_merges_are_read_once_each_not_once_per_use() -> None:
 def test_a_duplicate_key_in_a_merged_mapping_is_reported_once_where_it_is_written() -> None:
     doc = parse_yaml("base: &base {x: 1, x: 2}\nm1: {<<: *base}\nm2: {<<: *base}\n", file="p.yaml")
     assert [(p.line, p.col, p.path, p.message) for p in doc.problems] == [(1, 20, "base.x", "duplicate key")]
+
+
+def test_a_merged_value_is_positioned_where_its_mapping_wrote_it_at_every_merge() -> None:
+    doc = parse_yaml(
+        "defaults: &d {id: p, action: wait, timeout: bad}\nsteps:\n  - {<<: *d}\n  - {<<: *d, id: q}\n", file="p.yaml"
+    )
+    assert doc.position(("steps", 0, "timeout")) == doc.position(("steps", 1, "timeout")) == (1, 45)
+    assert doc.position(("steps", 1, "id"), at_key=True) == (4, 14)  # written in the step itself

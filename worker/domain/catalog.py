@@ -17,6 +17,9 @@ def _listify(value: Any) -> Any:
     return [value] if isinstance(value, str | int) else value
 
 
+MAX_LINK_TTL = timedelta(days=7)  # also the most a playbook's approval_timeout may be
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -201,7 +204,7 @@ class ServicesConfig(_Model):
 class ApprovalPolicy(_Model):
     """config/approvals.yaml: how approval links work (optional file; these are the defaults)."""
 
-    link_ttl: Duration = timedelta(minutes=15)
+    link_ttl: Duration = Field(default=timedelta(minutes=15), description="How long approval links live, at most 7d.")
     sev1_approvals: int = Field(default=2, ge=1, le=5, description="Distinct approvers for any step on a SEV1.")
     high_risk_approvals: int = Field(default=2, ge=1, le=5)
     identity: Literal["links", "proxy"] = Field(
@@ -209,6 +212,13 @@ class ApprovalPolicy(_Model):
     )
     proxy_header: str = "X-Forwarded-Email"
     guesses_per_minute: int = Field(default=20, ge=1, description="Failed token look-ups per client address.")
+
+    @field_validator("link_ttl")
+    @classmethod
+    def _bounded_ttl(cls, value: timedelta) -> timedelta:
+        if value > MAX_LINK_TTL:
+            raise ValueError("at most 7d: a link that outlives the incident's first hours only waits to be misused")
+        return value
 
 
 ComponentStatus = Literal["operational", "degraded_performance", "partial_outage", "major_outage"]

@@ -143,6 +143,9 @@ class Executor:
             if isinstance(call, ParamsChanged):  # the incident changed since planning: ask about what runs now
                 step.params = call.masked
                 call = self._calls.for_step(step=step, incident=incident, service=service)
+                if isinstance(call, ParamsChanged):  # twice in one transaction: the template is not deterministic
+                    self._fail(session, run, step, "its parameters render differently every time")
+                    return True
             # A re-ask goes to those the last round went to (the backups, after an escalation).
             round_ = max(1, approvals.current_round(step))
         # Reading the target (Kubernetes, Route53, ...) happens outside any transaction: on SQLite an open
@@ -186,6 +189,11 @@ class Executor:
         step.approvals_required = approvals.required_now(step, incident, self.catalog.approvals)
         snapshot = incident_snapshot(incident)
         allowed = approvals.allowed_approvers(service=service, assignees=snapshot["assignees"], backup=round_ > 1)
+        if round_ > 1 and len(allowed) < step.approvals_required:
+            # Too few backups for the quorum (a SEV1's two, one backup): the primaries are asked too, as the
+            # approval page lets them decide in any round; else the step could only expire.
+            primaries = approvals.allowed_approvers(service=service, assignees=snapshot["assignees"])
+            allowed += [p for p in primaries if p.name.lower() not in {a.name.lower() for a in allowed}]
         if not allowed:
             self._fail(session, run, step, "nobody is allowed to approve this step (no IC and no catalog approvers)")
             return True

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from worker.domain.catalog import MAX_LINK_TTL
 from worker.domain.durations import Duration
 from worker.domain.events import SourceName
 from worker.domain.severity import Severity
@@ -25,9 +26,6 @@ def _one_or_many(item: dict[str, Any]) -> WithJsonSchema:
 _SERVICES = _one_or_many({"type": "string"})
 _SEVERITIES = _one_or_many({"enum": [s.value for s in Severity]})
 _SOURCES = _one_or_many({"enum": ["pagerduty", "opsgenie", "alertmanager"]})
-
-
-MAX_APPROVAL_TIMEOUT = timedelta(days=7)
 
 
 class _Model(BaseModel):
@@ -114,7 +112,7 @@ class Playbook(_Model):
     @field_validator("approval_timeout")
     @classmethod
     def _bounded_timeout(cls, value: timedelta | None) -> timedelta | None:
-        if value is not None and value > MAX_APPROVAL_TIMEOUT:
+        if value is not None and value > MAX_LINK_TTL:
             raise ValueError("at most 7d: a link that outlives the incident's first hours only waits to be misused")
         return value
 

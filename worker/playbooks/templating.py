@@ -35,6 +35,9 @@ class TemplateProblem(Exception):
 class _Env(ImmutableSandboxedEnvironment):
     def __init__(self) -> None:
         super().__init__(undefined=StrictUndefined, autoescape=False, trim_blocks=True)
+        # A step renders the same for the same incident, or what was approved could differ from what runs
+        # (the executor renders again just before running and asks again on any difference).
+        del self.filters["random"]
 
 
 _ENV = _Env()

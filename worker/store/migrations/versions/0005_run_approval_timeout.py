@@ -6,6 +6,8 @@ Revises: 0004
 
 from __future__ import annotations
 
+import sqlite3
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -20,6 +22,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # ALTER TABLE … DROP COLUMN in place (SQLite 3.35+): a batch rebuild would drop `runs`, which run_steps
-    # references, and fail with foreign keys on.
+    # ALTER TABLE … DROP COLUMN in place: a batch rebuild would drop `runs`, which run_steps references,
+    # and fail with foreign keys on. SQLite has it since 3.35 (2021).
+    if op.get_bind().dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 35):
+        raise RuntimeError(f"downgrading below 0005 needs SQLite 3.35 or later, not {sqlite3.sqlite_version}")
     op.drop_column("runs", "approval_timeout_seconds")
