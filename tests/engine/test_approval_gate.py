@@ -10,6 +10,7 @@ from harness import Harness, pd_event
 from pydantic import SecretStr
 
 from worker.domain.clock import as_utc
+from worker.engine.calls import CallMaker, ParamsChanged
 from worker.errors import PermanentError, TransientError
 from worker.store import timeline
 from worker.store.tables import Lease, TimelineEntry
@@ -606,3 +607,21 @@ def test_an_escalated_sev1_step_with_one_backup_asks_the_primaries_too(make) -> 
     assert h.decide(links["Sam Reyes"]).status_code == 200
     h.run()
     assert h.cluster.mutations == [("rollout_undo", 2)]
+
+
+def test_a_step_whose_parameters_render_differently_every_time_fails_plainly(make, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Templates have no random filter; should a step still render differently on every look, it fails with
+    # that reason rather than asking for approval of something that will not be what runs.
+    h = make(playbooks={"scale": SCALE_BY_SEVERITY})
+    h.deliver(pd_event("incident.triggered"))
+    renders = iter(range(100))
+
+    def always_new(self, *, step, incident, service):  # type: ignore[no-untyped-def]
+        return ParamsChanged({**step.params, "replicas": next(renders)})
+
+    monkeypatch.setattr(CallMaker, "for_step", always_new)
+    h.run()
+    assert h.steps() == {"scale": "failed"}
+    (step,) = h.incident()["runs"][0]["steps"]
+    assert "render differently every time" in step["error"]
+    assert h.pagerduty.notes == [] or "asks approval" not in h.pagerduty.notes[-1][1]
