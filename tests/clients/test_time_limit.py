@@ -124,7 +124,8 @@ def test_a_proxy_the_environment_names_is_used_and_the_limit_holds_through_it(
             conn, _ = proxy.accept()
             with conn:
                 seen.append(conn.recv(65536).split(b"\r\n", 1)[0])
-                reply = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]"
+                # Connection: close, so the client opens the second connection rather than reuse one closing
+                reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n[]"
                 for i in range(len(reply)) if slowly else [None]:
                     time.sleep(0.05 if slowly else 0)
                     with contextlib.suppress(OSError):
