@@ -279,12 +279,13 @@ class Executor:
             if step.mutating and not self._may_mutate(session, run, step, service):
                 return False
             call = self._calls.for_step(step=step, incident=incident, service=service)
-            if isinstance(call, ParamsChanged) or self._quorum_raised(step, incident):
+            changed = isinstance(call, ParamsChanged)
+            if changed or self._quorum_raised(step, incident):
                 # Approve what you see, at the incident's present state: new parameters, or a SEV1's
                 # second approver, are asked for from the start rather than run on the old approval.
-                reason = "its parameters changed" if isinstance(call, ParamsChanged) else "the incident is now a SEV1"
                 if isinstance(call, ParamsChanged):
                     step.params = call.masked
+                reason = "its parameters changed" if changed else "the incident is now a SEV1"
                 self._ask_again(session, run, step, incident, reason=f"{reason} since it was approved")
                 return True
             if not isinstance(call, Call):
@@ -339,11 +340,10 @@ class Executor:
 
     def _quorum_raised(self, step: RunStep, incident: Incident) -> bool:
         """The step was approved by fewer people than it needs now (its incident became a SEV1)."""
-        if not step.needs_approval or approvals.required_now(step, incident, self.catalog.approvals) <= (
-            step.approvals_required
-        ):
+        needed = approvals.required_now(step, incident, self.catalog.approvals)
+        if not step.needs_approval or needed <= step.approvals_required:
             return False
-        step.approvals_required = approvals.required_now(step, incident, self.catalog.approvals)
+        step.approvals_required = needed
         return True
 
     def _ask_again(self, session: Session, run: Run, step: RunStep, incident: Incident, *, reason: str) -> None:
