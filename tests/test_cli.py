@@ -61,20 +61,21 @@ def test_simulate_prints_classification_and_plan_without_side_effects(tmp_path: 
 
 
 SIMULATED = {  # sample -> [(kind, service, severity, declared, opens an incident)] with the example config
+    # (an event that opens no incident declares none, whatever its severity)
     "pagerduty/incident.triggered.json": [("triggered", "checkout", "SEV2", True, True)],
     "pagerduty/incident.acknowledged.json": [("acknowledged", "checkout", "SEV2", True, True)],
     "pagerduty/incident.priority_updated.json": [("priority_changed", "checkout", "SEV1", True, True)],
-    "pagerduty/incident.resolved.json": [("resolved", "checkout", "SEV1", True, False)],
+    "pagerduty/incident.resolved.json": [("resolved", "checkout", "SEV1", False, False)],
     "pagerduty/incident.annotated.json": [("annotated", "unknown", "SEV3", False, False)],  # a note names no service
     "opsgenie/Create.json": [("triggered", "checkout", "SEV1", True, True)],
     "opsgenie/Acknowledge.json": [("acknowledged", "checkout", "SEV1", True, True)],
-    "opsgenie/AddNote.json": [("annotated", "checkout", "SEV1", True, False)],
-    "opsgenie/Close.json": [("resolved", "checkout", "SEV1", True, False)],
+    "opsgenie/AddNote.json": [("annotated", "checkout", "SEV1", False, False)],
+    "opsgenie/Close.json": [("resolved", "checkout", "SEV1", False, False)],
     "opsgenie/Escalate.json": [("escalated", "unknown", "SEV3", False, False)],  # the Escalate shape carries no alert
     "alertmanager/firing-single.json": [("triggered", "checkout", "SEV2", True, True)],
-    "alertmanager/resolved-legacy-v0.28.json": [("resolved", "checkout", "SEV2", True, False)],
+    "alertmanager/resolved-legacy-v0.28.json": [("resolved", "checkout", "SEV2", False, False)],
     "alertmanager/partially-resolved.json": [
-        ("resolved", "checkout", "SEV2", True, False),
+        ("resolved", "checkout", "SEV2", False, False),
         ("triggered", "checkout", "SEV2", True, True),
     ],
     "alertmanager/firing-grouped-truncated.json": [  # one incident: its second alert declares it

@@ -205,8 +205,12 @@ def _simulate(args: argparse.Namespace) -> int:
     for event in delivery.events:
         routed = route(event, catalog.services)
         verdict = classify(event, tier=routed.tier, config=catalog.severity)
-        reason = declaration_reason(event, verdict, tier=routed.tier, policy=catalog.severity.declare)
-        if can_open(event):
+        opens = can_open(event)
+        # An event that opens nothing (a resolve, a note) declares nothing from this delivery alone.
+        reason = (
+            declaration_reason(event, verdict, tier=routed.tier, policy=catalog.severity.declare) if opens else None
+        )
+        if opens:
             alerts = opening.setdefault(routed.service, set())
             alerts.add(event.external_id)
             if reason is None:  # as processing would: a group's second alert joins the first's incident
@@ -224,7 +228,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 "declared": reason is not None,
                 "declared_because": reason,
                 # False: an event that only changes an incident already open for this alert (a note, an escalation)
-                "opens_incident": can_open(event),
+                "opens_incident": opens,
                 "labels": event.labels,
             }
         )

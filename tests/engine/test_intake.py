@@ -664,6 +664,7 @@ def test_simulate_says_whether_processing_the_sample_declares_its_incident(
     incidents = snapshot(runtime)
     if not any(event["opens_incident"] for event in simulated):
         assert incidents == [], sample
+        assert not any(event["declared"] for event in simulated), sample  # a resolve or a note declares nothing
         return
     (incident,) = incidents
     assert incident["declared"] is any(event["declared"] for event in simulated), sample
