@@ -124,33 +124,34 @@ class Planner:
                     f"(cooldown {playbook.cooldown})",
                 )
                 continue
-            try:
-                steps = plan_steps(
-                    playbook, incident=incident, service=service, catalog=self.catalog, settings=self.settings
-                )
-            except PlanError as exc:
+            steps, problem = self._steps(playbook, incident=incident, service=service)
+            if problem is not None:
                 timeline.append(
                     session,
                     incident_id=incident.id,
                     at=now,
                     kind=TimelineKind.PLAN,
-                    message=f"playbook {playbook.name} could not be planned: {exc}",
-                )
-                continue
-            except Exception:  # noqa: BLE001 - planning is pure: whatever fails in it, the incident must stand
-                log.exception("planning playbook %s for incident %s failed", playbook.name, incident.id)
-                timeline.append(
-                    session,
-                    incident_id=incident.id,
-                    at=now,
-                    kind=TimelineKind.PLAN,
-                    message=f"playbook {playbook.name} could not be planned: an internal error (in the worker's log)",
+                    message=f"playbook {playbook.name} could not be planned: {problem}",
                 )
                 continue
             runs.append(
                 self._persist(session, incident=incident, playbook=playbook, reasons=reasons, steps=steps, now=now)
             )
         return runs
+
+    def _steps(
+        self, playbook: Playbook, *, incident: Incident, service: Service
+    ) -> tuple[list[PlannedStep], str | None]:
+        """The playbook's steps for this incident, or why it cannot be planned (for the timeline)."""
+        try:
+            return plan_steps(
+                playbook, incident=incident, service=service, catalog=self.catalog, settings=self.settings
+            ), None
+        except PlanError as exc:
+            return [], str(exc)
+        except Exception:  # noqa: BLE001 - planning is pure: whatever fails in it, the incident must stand
+            log.exception("planning playbook %s for incident %s failed", playbook.name, incident.id)
+            return [], "an internal error (in the worker's log)"
 
     def _persist(
         self,
