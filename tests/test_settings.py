@@ -132,3 +132,11 @@ def test_unusable_web_cpus_are_refused_with_the_part_named(value: str, message: 
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"WORKER_WEB_CPUS": value})
     assert str(refused.value).startswith(message)
+
+
+def test_the_body_limit_stays_under_what_the_journal_can_store() -> None:
+    from worker.store.journal import MAX_RECORD_BYTES
+
+    assert Settings(max_body_bytes=64 << 20).max_body_bytes < MAX_RECORD_BYTES
+    with pytest.raises(ValueError, match="less than or equal"):
+        Settings(max_body_bytes=(64 << 20) + 1)
