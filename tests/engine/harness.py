@@ -101,9 +101,11 @@ class Harness:
         self.settings = Settings.from_env(
             {}, database_url=database_url, config_dir=config, playbooks_dir=book_dir, public_url=PUBLIC, **settings
         )
+        self.slept: list[float] = []  # what the executor slept (a wait step, retry backoff), not slept here
         self.runtime = Runtime.build(
             self.settings,
             clock=self.clock,
+            executor_options={"sleep": self.slept.append},
             clients={
                 "kubernetes": self.cluster,
                 "pagerduty": self.pagerduty,
@@ -128,6 +130,7 @@ class Harness:
             clients=self.runtime.clients,
             holder=holder,
             clock=self.clock,
+            sleep=self.slept.append,
         )
 
     def run(self, times: int = 1) -> None:

@@ -190,7 +190,7 @@ def test_resolution_waits_for_health_checks_through_the_hold(database_url: str, 
     healthy = {"ok": False}
 
     class Health:
-        def check(self, url: str, *, expect_status: int = 200):  # type: ignore[no-untyped-def]
+        def check(self, url: str, *, expect_status: int = 200, **_):  # type: ignore[no-untyped-def]
             return SimpleNamespace(ok=healthy["ok"], message="200" if healthy["ok"] else "503")
 
     h.runtime.clients.http = lambda hosts: Health()  # type: ignore[method-assign]

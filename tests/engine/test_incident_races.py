@@ -54,7 +54,7 @@ def test_an_alert_firing_again_during_the_resolution_checks_keeps_the_incident_o
         fired: list[threading.Event] = []
 
         class Health:  # the hold's health check, during which the alert fires again
-            def check(self, url: str, *, expect_status: int = 200) -> SimpleNamespace:
+            def check(self, url: str, *, expect_status: int = 200, **_: object) -> SimpleNamespace:
                 fired.append(meanwhile(lambda: h.deliver(pd_event("incident.reopened"))))
                 return SimpleNamespace(ok=True, message="200")
 

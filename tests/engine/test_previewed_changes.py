@@ -163,6 +163,55 @@ def test_a_secret_rendered_into_a_step_never_reaches_its_preview(database_url: s
         h.close()
 
 
+FLAG_OFF_VERIFIED = (
+    FLAG_OFF
+    + """    verify:
+      action: check.http
+      with:
+        url: "http://127.0.0.1:8091/flags/new-checkout-flow?token={{ secrets.FLAG_TOKEN }}"
+        json_path: enabled
+        condition: "== false"
+      within: 1m
+"""
+)
+
+
+@pytest.mark.parametrize("answer", [200, 503])
+def test_a_secret_rendered_into_a_step_never_reaches_what_the_run_records(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, answer: int
+) -> None:
+    # The step's summary, its error and its verification's message name the URL they called: the
+    # token in it must be masked there too (timeline, API, postmortem) and in the log lines.
+    secret = "s3cr3t-VALUE-42"
+    h = Harness(
+        database_url=database_url,
+        tmp_path=tmp_path,
+        playbooks={"flag-off": FLAG_OFF_VERIFIED},
+        template_secrets={"FLAG_TOKEN": SecretStr(secret)},
+    )
+    h.runtime.clients._injected["http_transport"] = httpx.MockTransport(  # noqa: SLF001
+        lambda request: httpx.Response(answer if request.method == "PATCH" else 200, json={"enabled": False})
+    )
+    caplog.set_level("DEBUG")
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        h.decide(h.links()["Dana Okafor"])
+        h.run(3)
+        assert h.steps() == {"flag": "succeeded" if answer == 200 else "failed"}
+        recorded = "\n".join(
+            [
+                h.http.get("/api/incidents/1").get_data(as_text=True),
+                h.http.get("/api/incidents/1/postmortem").get_data(as_text=True),
+                caplog.text,
+            ]
+        )
+        assert "token=***" in recorded  # the URL is named, masked
+        assert secret not in recorded, [line for line in recorded.splitlines() if secret in line][:3]
+    finally:
+        h.close()
+
+
 FLAG_BODY = FLAG_OFF.replace("FLAG_TOKEN", "C").replace(
     "json: {enabled: false}", 'json: {a: "{{ secrets.A }}", b: "{{ secrets.B }}"}'
 )

@@ -42,6 +42,10 @@ class CheckHttp(Action[CheckHttpParams], name="check.http"):
         assert ctx.service is not None
         client = ctx.require_clients().http(scoping.allowed_hosts(ctx.service))
         result = client.check(
-            params.url, expect_status=params.expect_status, json_path=params.json_path, json_condition=params.condition
+            params.url,
+            expect_status=params.expect_status,
+            json_path=params.json_path,
+            json_condition=params.condition,
+            secret_values=ctx.secret_values,  # kept out of its message and the log line
         )
         return StepResult(ok=result.ok, summary=result.message, output={"observed": str(result.observed)})

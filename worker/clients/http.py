@@ -121,7 +121,13 @@ class HttpClient:
         return HttpResult(status, dict(response.headers), _body(response), elapsed)
 
     def check(
-        self, url: str, *, expect_status: int = 200, json_path: str | None = None, json_condition: str | None = None
+        self,
+        url: str,
+        *,
+        expect_status: int = 200,
+        json_path: str | None = None,
+        json_condition: str | None = None,
+        secret_values: Iterable[str] = (),
     ) -> CheckResult:
         """GET `url` and judge the answer; an unhealthy answer is a failed check, not an exception.
 
@@ -129,7 +135,7 @@ class HttpClient:
         `checks.0.status`) must satisfy the condition; a condition alone applies to the whole body and
         a path alone only has to exist.
         """
-        secrets = _secrets(url, {}, ())
+        secrets = _secrets(url, {}, secret_values)
         try:
             condition = parse_condition(json_condition) if json_condition is not None else None
         except ValueError as exc:

@@ -50,14 +50,21 @@ class Call:
         parameters (e.g. a token in a URL) replaced by ***. `resolved_params` stay: the call needs them."""
         if not self.ctx.secret_values:
             return preview
-        hidden = {str(n): value for n, value in enumerate(self.ctx.secret_values)}
         return preview.model_copy(
             update={
-                "description": mask(preview.description, hidden),
-                "target": mask(preview.target, hidden),
-                "details": mask(preview.details, hidden),
+                "description": self.redact(preview.description),
+                "target": self.redact(preview.target),
+                "details": self.redact(preview.details),
             }
         )
+
+    def redact(self, value: Any) -> Any:
+        """`value` (a preview's part, or what the call answered: a summary, an error, an output) with the
+        secret values rendered into this call's parameters replaced by ***. Applied to everything the
+        executor records, so an action that echoes its URL cannot put a token on the timeline."""
+        if not self.ctx.secret_values:
+            return value
+        return mask(value, {str(n): secret for n, secret in enumerate(self.ctx.secret_values)})
 
 
 def read_preview(call: Call | ActionError | PlanError) -> tuple[Preview | None, Exception | None]:

@@ -10,6 +10,7 @@ recovered by asking the target (already_applied) or, for steps whose repeat is h
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,7 +20,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from worker.actions.base import ActionContext, Preview, get_action
+from worker.actions.base import Preview, get_action
 from worker.clients.factory import Clients
 from worker.domain.catalog import CatalogConfig, Service
 from worker.domain.clock import Clock, as_utc, utcnow
@@ -51,7 +52,7 @@ class Executor:
     clients: Clients
     holder: str
     clock: Clock = utcnow
-    sleep: Callable[[float], None] = field(default=lambda s: None)
+    sleep: Callable[[float], None] = time.sleep  # a `wait` step, retry backoff, Route53 polling (tests record it)
     claim_ttl: timedelta = timedelta(seconds=30)
     poll: timedelta = timedelta(seconds=5)
     # For finding candidate runs: on SQLite a read-only session does not take the one write lock.
@@ -336,7 +337,7 @@ class Executor:
             step.intent_at = now
             step.started_at = step.started_at or now
             step.attempts += 1
-        return self._execute(run_id, step_id, call.action.name, call.params, call.ctx, preview)
+        return self._execute(run_id, step_id, call, preview)
 
     def _quorum_raised(self, step: RunStep, incident: Incident) -> bool:
         """The step was approved by fewer people than it needs now (its incident became a SEV1)."""
@@ -411,7 +412,7 @@ class Executor:
             )
             run.claimed_until = self.clock() + self._call_budget(step)
             step.attempts += 1
-        return self._execute(run_id, step_id, call.action.name, call.params, call.ctx, preview)
+        return self._execute(run_id, step_id, call, preview)
 
     def _may_mutate(self, session: Session, run: Run, step: RunStep, service: Service) -> bool:
         """Not paused, and this step holds the service's mutation lease; else the run waits."""
@@ -434,12 +435,10 @@ class Executor:
             ttl=self._lock_ttl(step),
         )
 
-    def _execute(
-        self, run_id: int, step_id: int, action_name: str, params: Any, ctx: ActionContext, preview: Preview
-    ) -> bool:
-        action = get_action(action_name)
+    def _execute(self, run_id: int, step_id: int, call: Call, preview: Preview) -> bool:
+        action, params, ctx = call.action, call.params, call.ctx
         spec = self._spec(step_id)
-        result = None
+        result, summary, output = None, "", None
         error: str | None = None
         if action.queued:
             return self._queue_step(run_id, step_id, params)
@@ -463,6 +462,7 @@ class Executor:
                 error = str(exc)
             except ActionError as exc:
                 error = str(exc)
+        summary, output, error = call.redact(summary), call.redact(output), call.redact(error)
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
             if error is not None:
@@ -608,13 +608,16 @@ class Executor:
                 incident = session.get(Incident, incident_id)
                 assert incident is not None
                 call = self._calls.for_check(check, incident=incident, service=service, idempotency_key=idempotency_key)
-            preview = Preview(description=call.action.describe(call.params), target=check.action)
-            result = call.action.run(call.params, call.ctx, preview)
-            return result.ok, result.summary
-        except TransientError as exc:  # Prometheus down for a moment: try again within the window
-            return False, str(exc)
         except (ActionError, PlanError, ValueError) as exc:
             return None, str(exc)
+        try:
+            preview = Preview(description=call.action.describe(call.params), target=check.action)
+            result = call.action.run(call.params, call.ctx, preview)
+            return result.ok, call.redact(result.summary)
+        except TransientError as exc:  # Prometheus down for a moment: try again within the window
+            return False, call.redact(str(exc))
+        except (ActionError, PlanError, ValueError) as exc:
+            return None, call.redact(str(exc))
 
     @property
     def _calls(self) -> CallMaker:
