@@ -13,6 +13,7 @@ from harness import Harness, pd_event
 from moto.server import ThreadedMotoServer
 
 from worker.clients.route53 import Route53Client
+from worker.errors import TransientError
 from worker.testing.stubs import StubNotes
 
 
@@ -149,9 +150,44 @@ steps:
     try:
         h.deliver(webhook("opsgenie", "Create.json"), source="opsgenie")
         h.run()
-        assert notes.notes == [
-            ("7d2e9c41-5b8a-4f06-9e3d-2a1c6b8f0e57-1789374723417", "incident-worker is on checkout (SEV1)")
-        ]
+        ((alert, text),) = notes.notes
+        assert alert == "7d2e9c41-5b8a-4f06-9e3d-2a1c6b8f0e57-1789374723417"
+        assert text.startswith("incident-worker is on checkout (SEV1)\n\n[incident-worker ")  # its outbox reference
+        assert h.steps() == {"note": "succeeded"}
+    finally:
+        h.close()
+
+
+def test_a_note_step_is_posted_once_when_the_answer_to_its_post_is_lost(tmp_path: Path) -> None:
+    # The step goes through the notes outbox: a timeout after PagerDuty took the note (or a crash right
+    # after the post) makes the retry look for the note first instead of posting it again.
+    book = """
+name: tell
+match: {service: checkout}
+steps:
+  - id: note
+    action: pagerduty.note
+    with: {content: "incident-worker is rolling back {{ incident.service }}"}
+"""
+    h = Harness(database_url=f"sqlite:///{tmp_path / 'w.db'}", tmp_path=tmp_path, playbooks={"tell": book})
+    real_add_note = h.pagerduty.add_note
+    calls: list[str] = []
+
+    def taken_then_timed_out(target: str, content: str, **kwargs: Any) -> str:
+        calls.append(content)
+        note_id = real_add_note(target, content, **kwargs)
+        if len(calls) == 1:
+            raise TransientError("PagerDuty timed out (after it took the note)")
+        return note_id
+
+    h.pagerduty.add_note = taken_then_timed_out  # type: ignore[method-assign]
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        for _ in range(5):
+            h.run()
+            h.clock.advance(seconds=30)
+        posted = [text for _, text in h.pagerduty.notes if text.startswith("incident-worker is rolling back checkout")]
+        assert len(posted) == 1, posted
         assert h.steps() == {"note": "succeeded"}
     finally:
         h.close()

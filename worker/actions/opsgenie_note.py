@@ -15,14 +15,14 @@ class OpsgenieNoteParams(ActionParams):
 class OpsgenieNote(Action[OpsgenieNoteParams], name="opsgenie.note"):
     """Add a note to the Opsgenie alert the incident came from."""
 
+    queued = True
+
     EXAMPLE = "- id: tell-og\n  action: opsgenie.note\n  with: {note: 'Rolling back {{ incident.service }}'}"
 
     def describe(self, params: OpsgenieNoteParams) -> str:
         return f"Opsgenie note: {params.note[:120]}"
 
     def run(self, params: OpsgenieNoteParams, ctx: ActionContext, preview: Preview) -> StepResult:
-        alert_id = ctx.incident.get("opsgenie_alert_id")
-        if not alert_id:
-            raise PermanentError("the incident has no Opsgenie alert to note")
-        request_id = ctx.require_clients().opsgenie.add_note(alert_id, params.note)
-        return StepResult(summary=f"noted Opsgenie alert {alert_id}", output={"request_id": request_id})
+        # Posted directly, a crash or a lost answer after the post would post it again: the executor
+        # queues it on the notes outbox instead (see `queued`), which posts each note once.
+        raise PermanentError("opsgenie.note is delivered by the notes outbox, not run directly")

@@ -15,14 +15,14 @@ class PagerDutyNoteParams(ActionParams):
 class PagerDutyNote(Action[PagerDutyNoteParams], name="pagerduty.note"):
     """Add a note to the PagerDuty incident the alert came from."""
 
+    queued = True
+
     EXAMPLE = "- id: tell-pd\n  action: pagerduty.note\n  with: {content: 'Rolling back {{ incident.service }}'}"
 
     def describe(self, params: PagerDutyNoteParams) -> str:
         return f"PagerDuty note: {params.content[:120]}"
 
     def run(self, params: PagerDutyNoteParams, ctx: ActionContext, preview: Preview) -> StepResult:
-        incident_id = ctx.incident.get("pagerduty_incident_id")
-        if not incident_id:
-            raise PermanentError("the incident has no PagerDuty incident to note")
-        note_id = ctx.require_clients().pagerduty.add_note(incident_id, params.content)
-        return StepResult(summary=f"noted PagerDuty incident {incident_id}", output={"note_id": note_id})
+        # Posted directly, a crash or a lost answer after the post would post it again: the executor
+        # queues it on the notes outbox instead (see `queued`), which posts each note once.
+        raise PermanentError("pagerduty.note is delivered by the notes outbox, not run directly")

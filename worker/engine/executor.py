@@ -44,6 +44,10 @@ ACTIVE = ("planned", "awaiting_approval", "approved", "running", "verifying")
 TERMINAL = ("succeeded", "failed", "denied", "expired", "cancelled", "skipped")
 
 
+def _nowhere(session: Session, incident: Incident, action: str, params: dict[str, Any]) -> str:
+    raise PermanentError("no outbox is wired to this executor")
+
+
 @dataclass
 class Executor:
     sessions: sessionmaker[Session]
@@ -59,11 +63,9 @@ class Executor:
     readers: sessionmaker[Session] | None = None
     # Called inside the transaction when a mitigation is approved ("identified") or verified ("monitoring").
     on_progress: Callable[[Session, str, Incident], None] = field(default=lambda session, stage, incident: None)
-    # Queues a `queued` step's message (a statuspage.update) in the transaction that records it done;
-    # returns what was queued, or None when there is nowhere to queue it.
-    on_queued: Callable[[Session, Incident, dict[str, Any]], str | None] = field(
-        default=lambda session, incident, params: None
-    )
+    # Queues a `queued` step's message (a statuspage.update, a note) on its outbox in the transaction that
+    # records it done; returns what was queued, or raises PermanentError when there is nowhere to send it.
+    on_queued: Callable[[Session, Incident, str, dict[str, Any]], str] = field(default=_nowhere)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -478,9 +480,10 @@ class Executor:
         """A message step: queued on its outbox and recorded done in one transaction (so exactly once)."""
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
-            queued = self.on_queued(session, incident, params.model_dump(mode="json"))
-            if queued is None:
-                self._fail(session, run, step, f"{step.action}: the service has nowhere to send it (catalog)")
+            try:
+                queued = self.on_queued(session, incident, step.action, params.model_dump(mode="json"))
+            except PermanentError as exc:
+                self._fail(session, run, step, f"{step.action}: {exc}")
             else:
                 self._applied(session, run, step, incident, summary=queued, output={})
         return True

@@ -20,6 +20,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,7 +29,7 @@ from worker.clients.factory import Clients
 from worker.domain.clock import Clock, as_utc, utcnow
 from worker.domain.incidents import TimelineKind
 from worker.engine.snapshot import incident_snapshot
-from worker.errors import ActionError, TransientError
+from worker.errors import ActionError, PermanentError, TransientError
 from worker.store import leases, timeline
 from worker.store.tables import Incident, OutboundNote
 
@@ -39,13 +40,22 @@ LEASE_TTL = timedelta(seconds=30)  # renewed before each note is posted: longer 
 PROVIDERS = ("pagerduty", "opsgenie")
 
 
-def queue_note(session: Session, clients: Clients, *, incident: Incident, text: str, now: datetime) -> list[str]:
-    """Queue `text` for every paging app the incident came from that is configured; returns the destinations."""
+def queue_note(
+    session: Session,
+    clients: Clients,
+    *,
+    incident: Incident,
+    text: str,
+    now: datetime,
+    providers: tuple[str, ...] = PROVIDERS,
+) -> list[str]:
+    """Queue `text` for every paging app (of `providers`) the incident came from that is configured;
+    returns the destinations."""
     snapshot = incident_snapshot(incident)
     targets = {"pagerduty": snapshot.get("pagerduty_incident_id"), "opsgenie": snapshot.get("opsgenie_alert_id")}
     queued = []
     for provider, target in targets.items():
-        if not target or not clients.has(provider):
+        if provider not in providers or not target or not clients.has(provider):
             continue
         session.add(
             OutboundNote(
@@ -59,6 +69,23 @@ def queue_note(session: Session, clients: Clients, *, incident: Incident, text: 
         )
         queued.append(f"{provider} {target}")
     return queued
+
+
+# A playbook's note step -> the paging app it notes and the parameter holding its text.
+NOTE_STEPS = {"pagerduty.note": ("pagerduty", "content"), "opsgenie.note": ("opsgenie", "note")}
+
+
+def queue_step_note(
+    session: Session, clients: Clients, *, incident: Incident, action: str, params: dict[str, Any], now: datetime
+) -> str:
+    """A playbook's note step, queued like the worker's own notes (so posted once, crash or timeout);
+    PermanentError when the incident has no such alert or the app is not configured."""
+    provider, field = NOTE_STEPS[action]
+    queued = queue_note(session, clients, incident=incident, text=params[field], now=now, providers=(provider,))
+    if not queued:
+        what = "PagerDuty incident" if provider == "pagerduty" else "Opsgenie alert"
+        raise PermanentError(f"no {what} to note: the incident did not come from one, or no API key is configured")
+    return f"note queued for {queued[0]}"
 
 
 def reference(note: OutboundNote) -> str:

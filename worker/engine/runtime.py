@@ -18,11 +18,11 @@ from worker.domain.clock import Clock, utcnow
 from worker.engine.comms import Cadence, Communications, StatusDeliverer
 from worker.engine.executor import Executor
 from worker.engine.intake import Intake, Outcome
-from worker.engine.notify import NoteDeliverer
+from worker.engine.notify import NOTE_STEPS, NoteDeliverer, queue_step_note
 from worker.engine.planner import Planner
 from worker.engine.processor import BackgroundLoop, InboxProcessor
 from worker.engine.ticks import Ticks
-from worker.errors import ConfigError
+from worker.errors import ConfigError, PermanentError
 from worker.playbooks.loader import LoadedPlaybook, load_playbooks
 from worker.settings import Settings
 from worker.sources.base import Source
@@ -190,8 +190,14 @@ class Runtime:
             self.comms.on_monitoring(session, incident, self.clock())
         self.loops["statuspage"].wake()
 
-    def _queued(self, session: Session, incident: Any, params: dict[str, Any]) -> str | None:
+    def _queued(self, session: Session, incident: Any, action: str, params: dict[str, Any]) -> str:
+        if action in NOTE_STEPS:
+            return queue_step_note(
+                session, self.clients, incident=incident, action=action, params=params, now=self.clock()
+            )
         queued = self.comms.queue_step(session, incident, params, self.clock())
+        if queued is None:
+            raise PermanentError("the service has nowhere to send it (no status page component in the catalog)")
         self.loops["statuspage"].wake()
         return queued
 
