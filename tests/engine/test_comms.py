@@ -342,6 +342,37 @@ def test_the_still_investigating_update_never_goes_public_for_a_tracked_incident
         h.run()
         statuses = [status for _, status, _ in page_calls(h)]
         assert statuses[:2] == ["investigating", "identified"] and "investigating" not in statuses[2:]
+        (page_incident,) = h.statuspage.incidents.values()
+        assert page_incident["updates"] == ["investigating", "identified", "identified"]  # on cadence, as it was
+        assert page_incident["body"].startswith("We are continuing to work on a fix")
+    finally:
+        h.close()
+
+
+def test_a_page_at_monitoring_is_updated_on_cadence_until_the_incident_resolves(
+    database_url: str, tmp_path: Path
+) -> None:
+    h = make(database_url, tmp_path)
+    try:
+        h.deliver(pd_event("incident.triggered", priority="P1"))
+        h.run()
+        h.decide(h.links()["Dana Okafor"])
+        h.decide(h.links()["Sam Reyes"])
+        h.run(3)  # the rollback is verified: the page says monitoring, while the alert still fires
+        (page_incident,) = h.statuspage.incidents.values()
+        assert page_incident["updates"][-1] == "monitoring"
+        seen = len(page_incident["updates"])
+        h.clock.advance(minutes=31)  # SEV1 cadence: 30 minutes
+        h.tick()
+        h.run()
+        assert page_incident["updates"][seen:] == ["monitoring"]
+        assert page_incident["body"].startswith("We are continuing to monitor the results of the fix")
+        h.deliver(pd_event("incident.resolved"))
+        h.run()
+        h.clock.advance(minutes=31)
+        h.tick()
+        h.run()
+        assert page_incident["updates"][-1] == "resolved"  # and nothing after it
     finally:
         h.close()
 

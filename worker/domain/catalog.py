@@ -234,9 +234,21 @@ class StatuspagePolicy(_Model):
     }
     names: dict[str, str] = Field(default={}, description="Customer-facing names of services.")
     templates: dict[
-        Literal["investigating", "identified", "monitoring", "resolved", "still_investigating", "downgraded"], str
+        Literal[
+            "investigating",
+            "identified",
+            "monitoring",
+            "resolved",
+            "still_investigating",
+            "still_identified",
+            "still_monitoring",
+            "downgraded",
+        ],
+        str,
     ] = {}
     incident_name: str = "{{ service_name }} degraded"
+    # On cadence, repeat what the page says ("still investigating", "still_identified", "still_monitoring"
+    # templates) when nothing changed (named for the first of them; it covers all three).
     post_still_investigating: bool = False
 
 

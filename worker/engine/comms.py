@@ -38,6 +38,8 @@ DEFAULT_TEMPLATES = {
     "monitoring": "A fix has been applied for {{ service_name }} and we are monitoring the results.",
     "resolved": "This incident has been resolved. {{ service_name }} is operating normally.",
     "still_investigating": "We are still investigating the issue affecting {{ service_name }}.",
+    "still_identified": "We are continuing to work on a fix for the issue affecting {{ service_name }}.",
+    "still_monitoring": "We are continuing to monitor the results of the fix for {{ service_name }}.",
     "downgraded": "The impact on {{ service_name }} has been reduced. We continue to work on it.",
 }
 LEASE = "statuspage"
@@ -225,10 +227,14 @@ class Communications:
             if self._public(other)
         ]
 
-    def still_investigating_due(self, session: Session, incident: Incident) -> bool:
-        """Whether the cadence's "still investigating" update may go public: only for a public incident
-        whose page still says investigating (never back from identified, monitoring or resolved)."""
-        return self._public(incident) and self._last_status(session, incident) == "investigating"
+    def still_status(self, session: Session, incident: Incident) -> str | None:
+        """The status the cadence's "still …" update repeats (domain.md: update on cadence even when
+        nothing changed): what the page says now, for a public incident whose page says investigating,
+        identified or monitoring; None otherwise (never for a tracked incident, never once resolved)."""
+        if not self._public(incident):
+            return None
+        status = self._last_status(session, incident)
+        return status if status in ("investigating", "identified", "monitoring") else None
 
     @staticmethod
     def _last_status(session: Session, incident: Incident) -> str:
@@ -439,8 +445,8 @@ class Cadence:
             message=f"update reminder ({cadence} cadence)" + (f" sent to {', '.join(done)}" if done else ""),
         )
         statuspage = self.catalog.communications.statuspage
-        if statuspage.post_still_investigating and self.comms.still_investigating_due(session, incident):
-            self.comms._queue(session, incident, "investigating", now, reason="cadence", template="still_investigating")
+        if statuspage.post_still_investigating and (status := self.comms.still_status(session, incident)):
+            self.comms._queue(session, incident, status, now, reason="cadence", template=f"still_{status}")
 
     def _escalate(self, session: Session, incident: Incident, now: datetime) -> tuple[int, str, int] | None:
         policy = self.catalog.communications.escalation
