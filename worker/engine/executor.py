@@ -511,19 +511,27 @@ class Executor:
             step.status = "succeeded"
             step.finished_at = now
             self._release_lock(session, run, step)
-            if step.mutating and not self.settings.dry_run:
-                self._mitigated(session, incident, step, now)
+            # A change with no verification of its own mitigates nothing yet (domain.md: re-check after
+            # every mitigation); a check step after it in the run that passes does.
+            unmitigated = incident.status in ("triggered", "acknowledged")
+            if get_action(step.action).check and unmitigated and not self.settings.dry_run:
+                changed = [s for s in run.steps if s.position < step.position and s.mutating and s.applied_at]
+                if changed:
+                    self._mitigated(session, incident, changed[-1], now, confirmed_by=step)
 
-    def _mitigated(self, session: Session, incident: Incident, step: RunStep, now: datetime) -> None:
+    def _mitigated(
+        self, session: Session, incident: Incident, step: RunStep, now: datetime, *, confirmed_by: RunStep | None = None
+    ) -> None:
         if incident.status in ("triggered", "acknowledged"):
             incident.status = "mitigated"
             incident.mitigated_at = now
+            how = "applied and verified" if confirmed_by is None else f"applied, and {confirmed_by.step_id} passed"
             timeline.append(
                 session,
                 incident_id=incident.id,
                 at=now,
                 kind=TimelineKind.STATUS,
-                message=f"mitigated: {step.step_id} ({step.action}) applied and verified",
+                message=f"mitigated: {step.step_id} ({step.action}) {how}",
                 data={"status": "mitigated"},
             )
         self.on_progress(session, "monitoring", incident)
