@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from worker.engine import executor as executor_module
 from worker.engine.executor import Executor
+from worker.errors import TransientError
 from worker.store.tables import Run
 
 SCALE = """
@@ -54,6 +55,49 @@ def test_a_crash_after_the_call_does_not_repeat_the_mutation(database_url: str, 
         other.run_once()
         assert h.steps() == {"rollback": "succeeded"}
         assert h.cluster.mutations == [("rollout_undo", 2)]  # applied exactly once
+        messages = [e["message"] for e in h.incident()["timeline"]]
+        assert any("found already applied after a restart" in m for m in messages), "\n".join(messages)
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("book", [ROLLBACK, SCALE], ids=["rollback", "scale"])
+def test_a_target_that_cannot_answer_after_a_crash_is_asked_again_not_changed_again(
+    database_url: str, tmp_path: Path, book: str
+) -> None:
+    # kill -9 right after the call; the API server then answers 503 for a moment while the worker restarts.
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"book": book})
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        h.decide(h.links()["Dana Okafor"])
+        method = "rollout_undo" if book is ROLLBACK else "scale"
+        real_call, real_state = getattr(h.cluster, method), h.cluster.get_deployment_state
+
+        def call_then_die(**kwargs):  # type: ignore[no-untyped-def]
+            real_call(**kwargs)
+            raise Died
+
+        setattr(h.cluster, method, call_then_die)
+        with pytest.raises(Died):
+            h.run()
+        setattr(h.cluster, method, real_call)
+        outage = [TransientError("503 from the API server")]
+
+        def state_after_the_outage(**kwargs):  # type: ignore[no-untyped-def]
+            if outage:
+                raise outage.pop()
+            return real_state(**kwargs)
+
+        h.cluster.get_deployment_state = state_after_the_outage  # type: ignore[method-assign]
+        h.clock.advance(minutes=7)
+        restarted = h.executor("restarted")
+        restarted.run_once()
+        assert h.steps() == {"scale" if book is SCALE else "rollback": "running"}  # undecided: asks again
+        h.clock.advance(seconds=6)
+        restarted.run_once()
+        assert len(h.cluster.mutations) == 1  # applied exactly once
+        assert set(h.steps().values()) == {"succeeded"}
         messages = [e["message"] for e in h.incident()["timeline"]]
         assert any("found already applied after a restart" in m for m in messages), "\n".join(messages)
     finally:

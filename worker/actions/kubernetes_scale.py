@@ -46,5 +46,11 @@ class Scale(Action[ScaleParams], name="kubernetes.scale"):
         )
         return StepResult(summary=f"scaled {params.namespace}/{params.deployment} to {params.replicas}")
 
+    def already_applied(self, params: ScaleParams, ctx: ActionContext, preview: Preview) -> bool:
+        state = ctx.require_clients().kubernetes.get_deployment_state(
+            namespace=params.namespace, deployment=params.deployment
+        )
+        return bool(state.replicas == params.replicas)
+
     def repeatable(self, params: ScaleParams) -> bool:
         return True

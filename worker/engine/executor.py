@@ -377,8 +377,11 @@ class Executor:
             if step.mutating and not self._hold_mutation_lease(session, run, step, service):
                 run.wake_at = self.clock() + self.poll
                 return False
+        unsure: TransientError | None = None
         try:  # ask the target, outside any transaction
             applied = call.action.already_applied(call.params, call.ctx, preview)
+        except TransientError as exc:  # the API server restarting too, say: ask again shortly, decide nothing yet
+            applied, unsure = False, exc
         except ActionError:
             applied = False
         with self.sessions.begin() as session:
@@ -386,6 +389,10 @@ class Executor:
             if step.status != "running":
                 self._release_lock(session, run, step)  # moved on meanwhile
                 return True
+            if unsure is not None:
+                log.warning("step %s: cannot tell yet whether it was applied before the restart: %s", step.id, unsure)
+                run.wake_at = self.clock() + self.poll
+                return False
             if applied:
                 self._applied(
                     session,
