@@ -144,10 +144,13 @@ def test_lint_refuses_two_playbooks_of_one_name_as_serve_does(tmp_path: Path) ->
     books = tmp_path / "playbooks"
     shutil.copytree(ROOT / "playbooks", books)
     first = sorted(books.glob("*.yaml"))[0]
-    shutil.copy(first, books / f"copy-of-{first.name}")
+    text = first.read_text()
+    line = text.splitlines().index(f"name: {first.stem}") + 3  # after the two lines added here
+    (books / f"copy-of-{first.name}").write_text("# a copy, to try it\n\n" + text)
     result = cli("lint", "--config", str(CONFIG), str(books))
     assert result.returncode == 1, result.stdout
-    assert f"{books}/copy-of-{first.name}:1:1: name: playbook name" in result.stdout  # as serve would refuse it
+    # As serve would refuse it, at the name's value
+    assert f"{books}/copy-of-{first.name}:{line}:7: name: playbook name" in result.stdout
     serve = cli("serve", "--config", str(CONFIG), "--playbooks", str(books), "--port", "1", cwd=tmp_path)
     assert serve.returncode == 2 and "is also used in" in serve.stderr
 

@@ -55,8 +55,9 @@ def load_playbooks(
 def claim_name(playbook: Playbook, path: Path, names: dict[str, str]) -> Problem | None:
     """Record `playbook`'s name in `names` (name -> file), or the problem when another file has it."""
     if playbook.name in names:
+        line, col = load_yaml(path).position(("name",))  # read again: only a file in conflict pays for it
         return Problem(
-            str(path), 1, 1, "name", f"playbook name {playbook.name!r} is also used in {names[playbook.name]}"
+            str(path), line, col, "name", f"playbook name {playbook.name!r} is also used in {names[playbook.name]}"
         )
     names[playbook.name] = str(path)
     return None
