@@ -199,8 +199,12 @@ def test_newest_first_with_limit_and_before_cursor(worker: LiveWorker) -> None:
             break
         assert before == page["incidents"][-1]["id"]
     assert walked == ids and pages == len(ids) // 2 + 1  # 7 incidents: 2+2+2+1
-    first = get(worker, "/api/incidents", limit=3, severity="SEV2").json()
+    # A page that holds the last incident says there is no next one (not a cursor to an empty page).
+    assert get(worker, "/api/incidents", limit=len(ids)).json()["next_before"] is None
+    assert get(worker, "/api/incidents", limit=len(ids) - 1).json()["next_before"] == ids[-2]
+    first = get(worker, "/api/incidents", limit=2, severity="SEV2").json()
     rest = get(worker, "/api/incidents", limit=3, severity="SEV2", before=first["next_before"]).json()
+    assert rest["next_before"] is None
     assert [i["id"] for i in first["incidents"] + rest["incidents"]] == [
         i["id"] for i in everything if i["severity"] == "SEV2"
     ]

@@ -44,11 +44,11 @@ def list_incidents() -> Response:
             status=status,
             severity=severity,
             service=args.get("service") or None,
-            limit=limit,
+            limit=limit + 1,  # one more than shown: a next page exists only if it is there
             before_id=before or None,
         )
-        items = [serialize.incident(row) for row in rows]
-    next_cursor = items[-1]["id"] if len(items) == limit else None
+        items = [serialize.incident(row) for row in rows[:limit]]
+    next_cursor = items[-1]["id"] if len(rows) > limit else None
     return jsonify({"incidents": items, "next_before": next_cursor})
 
 
