@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -81,6 +82,7 @@ def run_demo(*, port: int, auto_approve: bool, keep_running: bool) -> int:
         "WORKER_STATUSPAGE_API_URL": statuspage.url,
     }
     worker = LiveWorker(env=env, cwd=work, config_dir=config_dir, playbooks_dir=playbooks_dir, port=port)
+    outcome = 1
     try:
         worker.start()
         before = cluster.deployment("shop", "checkout")
@@ -126,13 +128,14 @@ def run_demo(*, port: int, auto_approve: bool, keep_running: bool) -> int:
             _say(f"status page: {page['name']}: {updates}; components {statuspage.components}")
         for entry in incident["timeline"]:
             _say(f"  {entry['at']}  {entry['kind']:<9} {entry['message']}")
+        outcome = 0
         if keep_running:
             _say(f"\nStill serving on {worker.url} (console at /); Ctrl-C to stop.")
             while True:
                 time.sleep(3600)
-        return 0
+        return outcome
     except KeyboardInterrupt:
-        return 130
+        return 130 if outcome else 0
     finally:
         worker.stop()
         for stop in (cluster.stop, flags.stop, pagerduty.stop, statuspage.stop):
@@ -141,6 +144,10 @@ def run_demo(*, port: int, auto_approve: bool, keep_running: bool) -> int:
             prometheus.stop()
         if moto is not None:
             moto[0].stop()
+        if outcome == 0:  # a failed demo keeps its database and the worker's log to look at
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            _say(f"kept for a look: {work}")
 
 
 def _start_prometheus() -> FakePrometheus | None:
