@@ -187,6 +187,7 @@ _SECRETS = {
 
 _READ_AS_IS = ("PAGERDUTY_WEBHOOK_SECRETS", "RESOLUTION_HOLD")  # read by _from_env itself
 KNOWN_VARIABLES = frozenset(f"WORKER_{name}" for name in (*_PLAIN.values(), *_SECRETS.values(), *_READ_AS_IS))
+SECRET_VARIABLES = frozenset(f"WORKER_{name}" for name in (*_SECRETS.values(), "PAGERDUTY_WEBHOOK_SECRETS"))
 
 
 def _refuse_typos(env: Mapping[str, str]) -> None:

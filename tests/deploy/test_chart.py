@@ -3,6 +3,7 @@ PostgreSQL, what it refuses, where secrets go, and RBAC that allows exactly what
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from conftest import ROOT
 from kubernetes import client as k8s
 
 from worker.clients.kubernetes import KubernetesClient
+from worker.settings import KNOWN_VARIABLES, SECRET_VARIABLES
 from worker.testing.fake_kubernetes import FakeKubernetes
 from worker.testing.live import LiveWorker
 
@@ -148,6 +150,7 @@ def test_a_database_url_from_an_existing_secret(helm: str) -> None:
         (["--set", "ingress.hostname=x"], "- ingress: Additional property hostname is not allowed"),
         (["--set", "env.WORKER_API_TOKEN=s3cret"], "- env: Property name of"),  # a secret in the pod spec
         (["--set", "env.WORKER_SECRET_FLAGS=s3cret"], "- env: Property name of"),
+        (["--set", "env.WORKER_DRYRUN=1"], '- env: Property name of "WORKER_DRYRUN"'),  # a typo, as serve says
         (["--set", "database.url=postgres+psycopg://db/x"], "- database.url: Does not match pattern"),
         (["--set", "publicUrl=incidents.example.com"], "- publicUrl: Does not match pattern"),
         (["--set", "rbac.namespaces={Shop}"], "- rbac.namespaces.0: Does not match pattern"),
@@ -155,6 +158,11 @@ def test_a_database_url_from_an_existing_secret(helm: str) -> None:
 )
 def test_refusals_name_the_value(helm: str, values: list[str], reason: str) -> None:
     assert reason in refused(helm, *values)
+
+
+def test_the_schema_admits_exactly_the_workers_plain_settings() -> None:
+    names = set(json.loads((CHART / "values.schema.json").read_text())["properties"]["env"]["propertyNames"]["enum"])
+    assert names == KNOWN_VARIABLES - SECRET_VARIABLES
 
 
 def test_public_url_from_the_ingress_and_plain_settings(helm: str) -> None:
