@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from conftest import CONFIG
 
 from worker import logs
+from worker.http.server import CLIENT_PAUSE
 from worker.testing.live import LiveWorker
 
 
@@ -66,9 +68,20 @@ def test_serve_logs_json_when_asked(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while not (started := _started(live)) and time.monotonic() < deadline:
             time.sleep(0.1)
+        # gunicorn's own lines come in the same format: a client that stalls in its request's head.
+        host, port = live.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as stalled:
+            stalled.sendall(b"POST /webhooks/pagerduty HTTP/1.1\r\nHo")
+            stalled.settimeout(CLIENT_PAUSE + 5)
+            assert stalled.recv(100) == b""  # dropped
+        time.sleep(0.5)
     assert started, live.log.read_text()
     nice = max(os.getpriority(os.PRIO_PROCESS, 0), 10)  # the default, unless the tests already run nicer
     assert started["logger"] == "worker.http.server" and f"at nice {nice}" in str(started["message"])
+    lines = live.log.read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line, the start banner included, is one JSON object
+    assert any(e["message"].startswith("incident-worker starting on http://") for e in entries)
+    assert any(e["logger"] == "gunicorn.error" and "dropped a client" in e["message"] for e in entries), lines
 
 
 def _started(live: LiveWorker) -> dict[str, object] | None:

@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from worker.domain.cpus import format_cpu_list
@@ -127,6 +128,16 @@ def _stalled_client_in_one_line(record: logging.LogRecord) -> bool:
     return True
 
 
+class WorkerLogs(glogging.Logger):
+    """gunicorn's own lines (a worker that died, a client dropped) through the worker's logging, so they come
+    in WORKER_LOG_FORMAT like every other line (gunicorn's handler wrote plain text even in JSON mode)."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        self.error_log.handlers.clear()
+        self.error_log.propagate = True
+
+
 def check_web_cpus(cpus: frozenset[int] | None, workers: int) -> None:
     """Refuse CPUs the web process may not run on here (SettingsError); warn when workers must share them."""
     if not cpus:
@@ -162,6 +173,7 @@ def run_web(settings: Settings, *, host: str, port: int, workers: int, threads: 
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
+        "logger_class": WorkerLogs,
         "proc_name": "incident-worker-web",
         "control_socket_disable": True,
         "when_ready": bound_client_pauses,
@@ -232,10 +244,12 @@ def serve(
     signal.signal(signal.SIGINT, _stop)
     children["background"] = subprocess.Popen(background_argv)
     children["web"] = subprocess.Popen(web_argv)
-    print(
-        f"incident-worker starting on http://{host}:{port} (web pid {children['web'].pid}, "
-        f"background pid {children['background'].pid})",
-        flush=True,
+    log.info(  # a log line, in WORKER_LOG_FORMAT: a collector reading the container's output parses every line
+        "incident-worker starting on http://%s:%d (web pid %d, background pid %d)",
+        host,
+        port,
+        children["web"].pid,
+        children["background"].pid,
     )
     code = 0
     try:
