@@ -392,6 +392,29 @@ def test_the_page_is_updated_on_cadence_even_when_nothing_changed(database_url: 
         h.close()
 
 
+def test_a_cadence_update_keeps_the_component_as_the_last_update_left_it(database_url: str, tmp_path: Path) -> None:
+    book = """
+name: recovering
+match: {service: checkout}
+steps:
+  - id: public
+    action: statuspage.update
+    with: {status: monitoring, body: "Checkout is recovering.", component_status: degraded_performance}
+"""
+    h = make(database_url, tmp_path, playbooks={"recovering": book})
+    try:
+        h.deliver(pd_event("incident.triggered", priority="P1"))  # major_outage, as a SEV1's component
+        h.run(3)
+        assert page_calls(h)[-1] == ("update", "monitoring", {"checkout-component": "degraded_performance"})
+        h.clock.advance(minutes=31)
+        h.tick()
+        h.run()
+        assert page_calls(h)[-1] == ("update", "monitoring", {"checkout-component": "degraded_performance"})
+        assert h.statuspage.incidents and "continuing to monitor" in next(iter(h.statuspage.incidents.values()))["body"]
+    finally:
+        h.close()
+
+
 def test_a_replica_back_from_a_slow_call_never_sends_what_another_sent_meanwhile(
     database_url: str, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
@@ -123,6 +123,16 @@ class Action(Generic[P]):
     def run(self, params: P, ctx: ActionContext, preview: Preview) -> StepResult:
         """Do it; raise only TransientError or PermanentError."""
         raise NotImplementedError
+
+    def max_duration(self, params: P) -> timedelta | None:
+        """How long one attempt may take when the action waits on its own (longer than the step's timeout):
+        the run's claim and the service's mutation lease must outlast it."""
+        return None
+
+    def pause(self, params: P) -> timedelta | None:
+        """For a step that only lets time pass: how long. The executor then waits it out between its passes
+        (from the step's start, so across a restart too) instead of holding its loop, and never calls run."""
+        return None
 
     def already_applied(self, params: P, ctx: ActionContext, preview: Preview) -> bool:
         """After a crash mid-step: is the target already in the state this step produces?"""

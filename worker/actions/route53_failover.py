@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 from pydantic import Field
@@ -60,6 +61,9 @@ class Failover(Action[FailoverParams], name="route53.failover"):
             to=params.to,
             primary=primary,
         )
+
+    def max_duration(self, params: FailoverParams) -> timedelta:
+        return timedelta(seconds=params.wait_timeout + 60)  # the change, then the wait for INSYNC
 
     def repeatable(self, params: FailoverParams) -> bool:
         return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field
 
 from worker.actions import scoping
@@ -52,6 +54,9 @@ class SetWeights(Action[SetWeightsParams], name="route53.set_weights"):
             weights=params.weights,
         )
         return _apply(route53, plan, ctx, timeout=params.wait_timeout)
+
+    def max_duration(self, params: SetWeightsParams) -> timedelta:
+        return timedelta(seconds=params.wait_timeout + 60)  # the change, then the wait for INSYNC
 
     def repeatable(self, params: SetWeightsParams) -> bool:
         return True  # apply() compares the live records with the target first

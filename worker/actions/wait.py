@@ -8,6 +8,7 @@ from pydantic import Field
 
 from worker.actions.base import Action, ActionContext, ActionParams, Preview, StepResult
 from worker.domain.durations import Duration
+from worker.errors import PermanentError
 
 
 class WaitParams(ActionParams):
@@ -22,9 +23,9 @@ class Wait(Action[WaitParams], name="wait"):
     def describe(self, params: WaitParams) -> str:
         return f"wait {params.duration}"
 
-    def run(self, params: WaitParams, ctx: ActionContext, preview: Preview) -> StepResult:
-        ctx.sleep(params.duration.total_seconds())
-        return StepResult(summary=f"waited {params.duration}")
-
-    def max_duration(self, params: WaitParams) -> timedelta:
+    def pause(self, params: WaitParams) -> timedelta:
         return params.duration
+
+    def run(self, params: WaitParams, ctx: ActionContext, preview: Preview) -> StepResult:
+        # Sleeping here would hold the executor's loop, and every other incident's steps, for the duration.
+        raise PermanentError("wait is waited out by the executor (see `pause`), not run")

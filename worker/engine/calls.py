@@ -93,11 +93,11 @@ class CallMaker:
             rendered, masked, secrets = render_step(spec.with_, context=context)
             try:
                 params = action.params.model_validate(rendered)
-            except ValueError as exc:
-                raise PlanError(str(exc)) from None
+            except ValueError as exc:  # its text quotes the rendered value, which may hold a secret
+                raise PlanError(mask(str(exc), secrets)) from None
             scope = action.scope_problems(params, service)
             if scope:
-                raise PermanentError(f"{scope[0][0]}: {scope[0][1]}")
+                raise PermanentError(mask(f"{scope[0][0]}: {scope[0][1]}", secrets))
             if step.kind == "main" and masked != step.params:
                 raise ParamsChanged(masked)
         except (ActionError, PlanError) as exc:
@@ -109,7 +109,10 @@ class CallMaker:
         action = get_action(check.action)
         context = template_context(incident=incident, service=service, settings=self.settings)
         rendered, _, secrets = render_step(check.with_, context=context)
-        params = action.params.model_validate(rendered)
+        try:
+            params = action.params.model_validate(rendered)
+        except ValueError as exc:  # as in for_step
+            raise PlanError(mask(str(exc), secrets)) from None
         return Call(action, params, self._context(context["incident"], service, idempotency_key, secrets))
 
     def _context(self, incident: dict[str, Any], service: Service, key: str, secrets: dict[str, str]) -> ActionContext:

@@ -227,14 +227,19 @@ class Communications:
             if self._public(other)
         ]
 
-    def still_status(self, session: Session, incident: Incident) -> str | None:
-        """The status the cadence's "still …" update repeats (domain.md: update on cadence even when
-        nothing changed): what the page says now, for a public incident whose page says investigating,
-        identified or monitoring; None otherwise (never for a tracked incident, never once resolved)."""
+    def still_due(self, session: Session, incident: Incident) -> StatusUpdate | None:
+        """The update the cadence's "still …" one repeats (domain.md: update on cadence even when nothing
+        changed): the page's last, for a public incident whose page says investigating, identified or
+        monitoring; None otherwise (never for a tracked incident, never once resolved)."""
         if not self._public(incident):
             return None
-        status = self._last_status(session, incident)
-        return status if status in ("investigating", "identified", "monitoring") else None
+        last = session.execute(
+            select(StatusUpdate)
+            .where(StatusUpdate.incident_id == incident.id)
+            .order_by(StatusUpdate.seq.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        return last if last is not None and last.status in ("investigating", "identified", "monitoring") else None
 
     @staticmethod
     def _last_status(session: Session, incident: Incident) -> str:
@@ -445,8 +450,19 @@ class Cadence:
             message=f"update reminder ({cadence} cadence)" + (f" sent to {', '.join(done)}" if done else ""),
         )
         statuspage = self.catalog.communications.statuspage
-        if statuspage.post_still_investigating and (status := self.comms.still_status(session, incident)):
-            self.comms._queue(session, incident, status, now, reason="cadence", template=f"still_{status}")
+        if statuspage.post_still_investigating and (last := self.comms.still_due(session, incident)) is not None:
+            # Nothing changed: the same status, and the component as the last update left it (a playbook's
+            # own `component_status`, say), not as the severity would set it.
+            component = next(iter(last.components.values()), None)
+            self.comms._queue(
+                session,
+                incident,
+                last.status,
+                now,
+                reason="cadence",
+                template=f"still_{last.status}",
+                component=component,
+            )
 
     def _escalate(self, session: Session, incident: Incident, now: datetime) -> tuple[int, str, int] | None:
         policy = self.catalog.communications.escalation

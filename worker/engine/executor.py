@@ -373,6 +373,8 @@ class Executor:
             if not isinstance(call, Call):
                 self._fail(session, run, step, f"refused at run time: {call}")
                 return True
+            if (pause := call.action.pause(call.params)) is not None:  # a wait: not a crash, it is not done yet
+                return self._waited_out(session, run, step, incident, pause)
             preview = call.described(step)
             if step.mutating and not self._hold_mutation_lease(session, run, step, service):
                 run.wake_at = self.clock() + self.poll
@@ -390,9 +392,19 @@ class Executor:
                 self._release_lock(session, run, step)  # moved on meanwhile
                 return True
             if unsure is not None:
-                log.warning("step %s: cannot tell yet whether it was applied before the restart: %s", step.id, unsure)
-                run.wake_at = self.clock() + self.poll
-                return False
+                assert step.intent_at is not None
+                if self.clock() < as_utc(step.intent_at) + self._lock_ttl(step):
+                    log.warning("step %s: cannot tell yet whether it was applied before the restart", step.id)
+                    run.wake_at = self.clock() + self.poll
+                    return False
+                self._fail(
+                    session,
+                    run,
+                    step,
+                    "the worker stopped during this step, and the target could not say since whether it was "
+                    f"applied ({call.redact(str(unsure))}): check the target by hand",
+                )
+                return True
             if applied:
                 self._applied(
                     session,
@@ -451,6 +463,8 @@ class Executor:
         error: str | None = None
         if action.queued:
             return self._queue_step(run_id, step_id, params)
+        if (pause := action.pause(params)) is not None:
+            return self._wait_out(run_id, step_id, pause)
         if self.settings.dry_run and action.mutating:
             summary, output = f"dry run: would have run {preview.description}", {"dry_run": True}
         else:
@@ -459,8 +473,16 @@ class Executor:
             safe = action.repeatable(params)
             retry = spec.retry if safe else spec.retry.model_copy(update={"attempts": 1})
             try:
-                result = _with_retries(lambda: action.run(params, ctx, preview), retry=retry, sleep=self.sleep)
+                result = _with_retries(
+                    lambda: action.run(params, ctx, preview),
+                    retry=retry,
+                    sleep=self.sleep,
+                    still_ours=lambda: self._still_ours(run_id, step_id),
+                )
                 summary, output = result.summary, result.output
+            except _TakenOver:
+                log.warning("step %s: another executor took the run over while this one waited to retry", step_id)
+                return False
             except TransientError as exc:
                 error = (
                     f"gave up after {retry.attempts} attempts: {exc}"
@@ -474,6 +496,13 @@ class Executor:
         summary, output, error = call.redact(summary), call.redact(output), call.redact(error)
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
+            if step.status != "running" or run.claimed_by != self.holder:
+                # The call outlasted this executor's claim (a stalled process) and another took the run over:
+                # what it recorded stands; this outcome only goes to the log.
+                log.warning(
+                    "step %s finished after its run was taken over; not recorded: %s", step.id, error or summary
+                )
+                return False
             if error is not None:
                 self._fail(session, run, step, error)
                 return True
@@ -481,6 +510,28 @@ class Executor:
                 self._fail(session, run, step, summary)
                 return True
             self._applied(session, run, step, incident, summary=summary, output=output)
+        return True
+
+    def _still_ours(self, run_id: int, step_id: int) -> bool:
+        """Whether this executor still holds the run and the step is still running (before a retry)."""
+        with (self.readers or self.sessions)() as session:
+            run, step = session.get(Run, run_id), session.get(RunStep, step_id)
+            return run is not None and step is not None and run.claimed_by == self.holder and step.status == "running"
+
+    def _wait_out(self, run_id: int, step_id: int, pause: timedelta) -> bool:
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            return self._waited_out(session, run, step, incident, pause)
+
+    def _waited_out(self, session: Session, run: Run, step: RunStep, incident: Incident, pause: timedelta) -> bool:
+        """A `wait` step: done once `pause` has passed since it started; until then the run sleeps, and the
+        executor's loop goes on with other runs (after a restart too: from the recorded start)."""
+        assert step.intent_at is not None
+        due = as_utc(step.intent_at) + pause
+        if self.clock() < due:
+            run.wake_at = due
+            return False
+        self._applied(session, run, step, incident, summary=f"waited {pause}", output={})
         return True
 
     def _queue_step(self, run_id: int, step_id: int, params: Any) -> bool:
@@ -665,13 +716,12 @@ class Executor:
         return session.execute(select(Pause).where(Pause.scope.in_(["global", service]))).scalars().first()
 
     def _call_budget(self, step: RunStep) -> timedelta:
-        spec = Step.model_validate(step.spec)
-        return spec.timeout * max(1, spec.retry.attempts) + self.claim_ttl
+        return _attempts_time(step) + self.claim_ttl
 
     def _lock_ttl(self, step: RunStep) -> timedelta:
         spec = Step.model_validate(step.spec)
         verify = spec.verify.within if spec.verify else timedelta(0)
-        return spec.timeout * max(1, spec.retry.attempts) + verify + timedelta(minutes=1)
+        return _attempts_time(step) + verify + timedelta(minutes=1)
 
     def _release_lock(self, session: Session, run: Run, step: RunStep) -> None:
         if step.mutating:
@@ -738,14 +788,39 @@ class Executor:
         timeline.append(session, incident_id=incident.id, at=now, kind=kind, message=text + suffix)
 
 
-def _with_retries(call: Callable[[], Any], *, retry: Any, sleep: Callable[[float], None]) -> Any:
-    """Retry TransientError only, with exponential backoff that honours Retry-After."""
+# The longest pause between two attempts at a step, whatever the backoff or a server's Retry-After asks:
+# the run's claim covers every attempt and pause (`_attempts_time`), and the executor's loop waits them out.
+RETRY_WAIT_CAP = timedelta(seconds=60)
+
+
+def _attempts_time(step: RunStep) -> timedelta:
+    """The longest a step's call can take: every attempt (to the step's timeout, or longer where the action
+    waits on its own, as Route53's wait for INSYNC does), and the pauses between them."""
+    spec = Step.model_validate(step.spec)
+    action = get_action(step.action)
+    try:
+        own = action.max_duration(action.params.model_validate(step.params))
+    except ValueError:  # the stored (masked) parameters do not validate: the step's timeout it is
+        own = None
+    attempts = max(1, spec.retry.attempts)
+    return max(spec.timeout, own or timedelta(0)) * attempts + RETRY_WAIT_CAP * (attempts - 1)
+
+
+class _TakenOver(Exception):
+    """Raised instead of a retry when another executor took the run over during the pause before it."""
+
+
+def _with_retries(
+    call: Callable[[], Any], *, retry: Any, sleep: Callable[[float], None], still_ours: Callable[[], bool]
+) -> Any:
+    """Retry TransientError only, with exponential backoff that honours Retry-After (up to RETRY_WAIT_CAP);
+    before each retry, `still_ours` must hold (a process stalled past its claim must not repeat the call)."""
 
     def wait(state: Any) -> float:
         exc = state.outcome.exception() if state.outcome else None
         backoff = retry.backoff.total_seconds() * (2 ** (state.attempt_number - 1))
         hinted = getattr(exc, "retry_after", None) or 0
-        return min(max(backoff, hinted), 300.0)
+        return min(max(backoff, hinted), RETRY_WAIT_CAP.total_seconds())
 
     for attempt in Retrying(
         stop=stop_after_attempt(retry.attempts),
@@ -755,5 +830,7 @@ def _with_retries(call: Callable[[], Any], *, retry: Any, sleep: Callable[[float
         reraise=True,
     ):
         with attempt:
+            if attempt.retry_state.attempt_number > 1 and not still_ours():
+                raise _TakenOver
             return call()
     raise AssertionError("unreachable")
