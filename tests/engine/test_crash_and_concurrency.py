@@ -104,6 +104,44 @@ def test_a_target_that_cannot_answer_after_a_crash_is_asked_again_not_changed_ag
         h.close()
 
 
+def test_a_target_that_never_answers_after_a_crash_fails_the_step_for_a_person(
+    database_url: str, tmp_path: Path
+) -> None:
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"book": SCALE})
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        h.decide(h.links()["Dana Okafor"])
+        real_scale = h.cluster.scale
+
+        def scale_then_die(**kwargs):  # type: ignore[no-untyped-def]
+            real_scale(**kwargs)
+            raise Died
+
+        h.cluster.scale = scale_then_die  # type: ignore[method-assign]
+        with pytest.raises(Died):
+            h.run()
+
+        def down(**kwargs):  # type: ignore[no-untyped-def]
+            raise TransientError("503 from the API server")
+
+        h.cluster.get_deployment_state = down  # type: ignore[method-assign]
+        restarted = h.executor("restarted")
+        h.clock.advance(minutes=9)  # the dead process's claim has run out
+        for _ in range(3):  # asked again every few seconds for a while...
+            restarted.run_once()
+            assert h.steps() == {"scale": "running"}
+            h.clock.advance(minutes=3)
+        h.clock.advance(minutes=2)  # ...then it is a person's call
+        restarted.run_once()
+        assert h.steps() == {"scale": "failed"}
+        assert h.cluster.mutations == [("scale", 6)]
+        messages = [e["message"] for e in h.incident()["timeline"]]
+        assert any("check the target by hand" in m for m in messages), messages
+    finally:
+        h.close()
+
+
 def test_a_step_whose_repeat_is_unsafe_fails_instead_of_repeating(database_url: str, tmp_path: Path) -> None:
     post = """
 name: create-ticket

@@ -393,7 +393,7 @@ class Executor:
                 return True
             if unsure is not None:
                 assert step.intent_at is not None
-                if self.clock() < as_utc(step.intent_at) + self._lock_ttl(step):
+                if self.clock() < as_utc(step.intent_at) + self._lock_ttl(step) + RECOVERY_PATIENCE:
                     log.warning("step %s: cannot tell yet whether it was applied before the restart", step.id)
                     run.wake_at = self.clock() + self.poll
                     return False
@@ -787,6 +787,10 @@ class Executor:
         suffix = f" (sent to {', '.join(queued)})" if queued else ""
         timeline.append(session, incident_id=incident.id, at=now, kind=kind, message=text + suffix)
 
+
+# How long, past the time a step's lock allows, a restarted executor keeps asking a target that cannot answer
+# whether the step was applied before the crash (holding the service's lock meanwhile), before a person decides.
+RECOVERY_PATIENCE = timedelta(minutes=10)
 
 # The longest pause between two attempts at a step, whatever the backoff or a server's Retry-After asks:
 # the run's claim covers every attempt and pause (`_attempts_time`), and the executor's loop waits them out.
