@@ -11,6 +11,7 @@ import pytest
 from conftest import webhook
 from harness import Harness, pd_event
 from moto.server import ThreadedMotoServer
+from pydantic import SecretStr
 
 from worker.clients.route53 import Route53Client
 from worker.errors import TransientError
@@ -189,5 +190,29 @@ steps:
         posted = [text for _, text in h.pagerduty.notes if text.startswith("incident-worker is rolling back checkout")]
         assert len(posted) == 1, posted
         assert h.steps() == {"note": "succeeded"}
+    finally:
+        h.close()
+
+
+def test_a_secret_rendered_into_a_note_step_leaves_masked(tmp_path: Path) -> None:
+    book = """
+name: tell
+match: {service: checkout}
+steps:
+  - id: note
+    action: pagerduty.note
+    with: {content: "flags console: https://flags.example.com/?token={{ secrets.FLAG_TOKEN }}"}
+"""
+    h = Harness(
+        database_url=f"sqlite:///{tmp_path / 'w.db'}",
+        tmp_path=tmp_path,
+        playbooks={"tell": book},
+        template_secrets={"FLAG_TOKEN": SecretStr("s3cr3t-VALUE-42")},
+    )
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        posted = [text for _, text in h.pagerduty.notes if text.startswith("flags console")]
+        assert len(posted) == 1 and "token=***" in posted[0] and "s3cr3t" not in posted[0]
     finally:
         h.close()

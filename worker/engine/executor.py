@@ -461,8 +461,8 @@ class Executor:
         spec = self._spec(step_id)
         result, summary, output = None, "", None
         error: str | None = None
-        if action.queued:
-            return self._queue_step(run_id, step_id, params)
+        if action.queued:  # what leaves through an outbox (a note, a public update) carries no secret
+            return self._queue_step(run_id, step_id, call.redact(params.model_dump(mode="json")))
         if (pause := action.pause(params)) is not None:
             return self._wait_out(run_id, step_id, pause)
         if self.settings.dry_run and action.mutating:
@@ -534,12 +534,12 @@ class Executor:
         self._applied(session, run, step, incident, summary=f"waited {pause}", output={})
         return True
 
-    def _queue_step(self, run_id: int, step_id: int, params: Any) -> bool:
+    def _queue_step(self, run_id: int, step_id: int, params: dict[str, Any]) -> bool:
         """A message step: queued on its outbox and recorded done in one transaction (so exactly once)."""
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
             try:
-                queued = self.on_queued(session, incident, step.action, params.model_dump(mode="json"))
+                queued = self.on_queued(session, incident, step.action, params)
             except PermanentError as exc:
                 self._fail(session, run, step, f"{step.action}: {exc}")
             else:
