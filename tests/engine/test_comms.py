@@ -415,6 +415,27 @@ steps:
         h.close()
 
 
+def test_a_cadence_update_does_not_bring_back_a_resolved_incidents_outage(database_url: str, tmp_path: Path) -> None:
+    services = (CONFIG / "services.yaml").read_text().replace("payments-component", "checkout-component")
+    h = make(database_url, tmp_path, playbooks={}, config_patch={"services.yaml": services})
+    try:
+        h.deliver(pd_event("incident.triggered", priority="P1", incident_id="PB"))  # checkout SEV1: major outage
+        other = json.loads(pd_event("incident.triggered", priority="P2", incident_id="PY", title="payments errors"))
+        other["event"]["data"]["service"] = {"id": "PSPAY", "type": "service_reference", "summary": "payments-api"}
+        h.deliver(json.dumps(other).encode())  # payments SEV2 on the same component
+        h.run()
+        h.deliver(pd_event("incident.resolved", priority="P1", incident_id="PB"))
+        h.tick()
+        h.run()
+        assert page_calls(h)[-1][2] == {"checkout-component": "partial_outage"}  # the SEV2's, now
+        h.clock.advance(minutes=61)  # the SEV2's cadence
+        h.tick()
+        h.run()
+        assert page_calls(h)[-1][2] == {"checkout-component": "partial_outage"}
+    finally:
+        h.close()
+
+
 def test_a_replica_back_from_a_slow_call_never_sends_what_another_sent_meanwhile(
     database_url: str, tmp_path: Path
 ) -> None:

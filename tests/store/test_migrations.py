@@ -36,7 +36,7 @@ def test_upgrade_is_idempotent_and_reaches_head(database_url: str) -> None:
         migrate.upgrade(engine)
         with engine.connect() as connection:
             heads = MigrationContext.configure(connection).get_current_heads()
-        assert heads == ("0005",)
+        assert heads == ("0006",)
     finally:
         engine.dispose()
 

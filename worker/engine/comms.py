@@ -131,6 +131,7 @@ class Communications:
                 if status == "resolved"  # resolved, or taken off the page by a downgrade
                 else policy.component_status.get(Severity(incident.severity), "degraded_performance")
             )
+        own = component
         # A component is as bad as the worst public incident open on it: resolving one of two says so.
         component = _worst(component, self._others_on(session, incident, service.statuspage_component))
         cadence = self.catalog.communications.cadence.get(Severity(incident.severity), timedelta(hours=1))
@@ -166,6 +167,7 @@ class Communications:
             body=body,
             name=name[:255],
             components={service.statuspage_component: component},
+            own_component=own,
             reason=reason,
             state="pending",
             attempts=0,
@@ -451,9 +453,8 @@ class Cadence:
         )
         statuspage = self.catalog.communications.statuspage
         if statuspage.post_still_investigating and (last := self.comms.still_due(session, incident)) is not None:
-            # Nothing changed: the same status, and the component as the last update left it (a playbook's
-            # own `component_status`, say), not as the severity would set it.
-            component = next(iter(last.components.values()), None)
+            # Nothing changed: the same status, and this incident's component as its last update set it (a
+            # playbook's own `component_status`, say), weighed again against the others open on it now.
             self.comms._queue(
                 session,
                 incident,
@@ -461,7 +462,7 @@ class Cadence:
                 now,
                 reason="cadence",
                 template=f"still_{last.status}",
-                component=component,
+                component=last.own_component,
             )
 
     def _escalate(self, session: Session, incident: Incident, now: datetime) -> tuple[int, str, int] | None:

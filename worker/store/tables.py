@@ -286,6 +286,9 @@ class StatusUpdate(OutboxDelivery, Base):
     body: Mapped[str] = mapped_column(Text)
     name: Mapped[str] = mapped_column(String(255))
     components: Mapped[dict[str, Any]]
+    # This incident's own component status, before other open incidents on the component were weighed in:
+    # what a cadence update repeats (the merged one could bring back a resolved incident's outage).
+    own_component: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(255))
 
 
