@@ -125,6 +125,7 @@ def test_another_replica_leaves_a_run_alone_while_its_executor_waits_to_retry(
 
     def flaky(**kwargs: Any) -> Any:
         if failures:
+            h.clock.advance(minutes=2)  # each failed attempt takes the step's whole timeout
             raise failures.pop()
         return scale(**kwargs)
 
@@ -172,5 +173,35 @@ def test_a_call_that_outlasts_its_claim_neither_repeats_nor_overwrites_what_the_
         assert h.steps() == {"scale": "succeeded"}  # as the replica that took over recorded it
         messages = [e["message"] for e in h.incident()["timeline"]]
         assert not any("gave up" in m for m in messages), messages
+    finally:
+        h.close()
+
+
+def test_an_executor_whose_claim_ran_out_while_it_waited_does_not_retry_and_the_step_is_recovered_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"scale": SCALE})
+    failures = [TransientError("503 from the API server")]
+    scale = h.cluster.scale
+
+    def flaky(**kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return scale(**kwargs)
+
+    def stalled(seconds: float) -> None:  # the process stops far past its claim before its retry
+        h.slept.append(seconds)
+        h.clock.advance(hours=1)
+
+    h.cluster.scale = flaky  # type: ignore[method-assign]
+    h.runtime.executor.sleep = stalled
+    try:
+        h.deliver(pd_event("incident.triggered"))
+        h.run()
+        h.decide(h.links()["Dana Okafor"])
+        h.run()
+        assert h.cluster.mutations == [] and h.steps() == {"scale": "running"}  # no retry on a lapsed claim
+        h.executor("other replica").run_once()  # whoever looks next recovers it: not applied, safe to repeat
+        assert h.cluster.mutations == [("scale", 6)] and h.steps() == {"scale": "succeeded"}
     finally:
         h.close()

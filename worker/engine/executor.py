@@ -513,10 +513,19 @@ class Executor:
         return True
 
     def _still_ours(self, run_id: int, step_id: int) -> bool:
-        """Whether this executor still holds the run and the step is still running (before a retry)."""
-        with (self.readers or self.sessions)() as session:
-            run, step = session.get(Run, run_id), session.get(RunStep, step_id)
-            return run is not None and step is not None and run.claimed_by == self.holder and step.status == "running"
+        """Before a retry: whether this executor's claim on the run is still live (not merely unclaimed by
+        another: a claim that ran out may be taken any moment) with the step running; if so, the claim is
+        extended over the attempts left, so nobody takes the run over during them."""
+        with self.sessions.begin() as session:
+            run = session.get(Run, run_id, with_for_update=True)
+            step = session.get(RunStep, step_id)
+            now = self.clock()
+            if run is None or step is None or step.status != "running" or run.claimed_by != self.holder:
+                return False
+            if run.claimed_until is None or as_utc(run.claimed_until) <= now:
+                return False  # a restarted executor recovers the step (already applied, or safe to repeat)
+            run.claimed_until = now + self._call_budget(step)
+            return True
 
     def _wait_out(self, run_id: int, step_id: int, pause: timedelta) -> bool:
         with self.sessions.begin() as session:
