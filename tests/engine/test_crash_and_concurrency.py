@@ -104,8 +104,9 @@ def test_a_target_that_cannot_answer_after_a_crash_is_asked_again_not_changed_ag
         h.close()
 
 
+@pytest.mark.parametrize("down_for", [9, 30])  # minutes before the restart: the claim's time, a long outage
 def test_a_target_that_never_answers_after_a_crash_fails_the_step_for_a_person(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, down_for: int
 ) -> None:
     h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"book": SCALE})
     try:
@@ -127,7 +128,7 @@ def test_a_target_that_never_answers_after_a_crash_fails_the_step_for_a_person(
 
         h.cluster.get_deployment_state = down  # type: ignore[method-assign]
         restarted = h.executor("restarted")
-        h.clock.advance(minutes=9)  # the dead process's claim has run out
+        h.clock.advance(minutes=down_for)  # the dead process's claim has run out (the target is still down)
         for _ in range(3):  # asked again every few seconds for a while...
             restarted.run_once()
             assert h.steps() == {"scale": "running"}

@@ -321,3 +321,20 @@ def test_a_failure_inside_planning_leaves_the_incident(
         assert any("could not be planned: an internal error" in e["message"] for e in incident["timeline"])
     finally:
         h.close()
+
+
+def test_a_rendered_value_that_fails_validation_is_not_quoted_in_the_reason() -> None:
+    # pydantic's text quotes the value shortened ('abc...xyz'), where masking the whole secret finds nothing.
+    from pydantic import ValidationError
+
+    from worker.actions.http_request import HttpRequestParams
+
+    secret = "tok-" + "A1b2C3d4" * 8
+    try:
+        HttpRequestParams.model_validate({"method": secret, "url": "http://127.0.0.1:8091/flags"})
+    except ValidationError as exc:
+        assert secret[:20] in str(exc)  # what the old message carried
+        reason = planner.invalid(exc, {"FLAG_TOKEN": secret})
+    else:
+        pytest.fail("the method should not validate")
+    assert reason.startswith("method: ") and secret[:8] not in reason and secret[-8:] not in reason

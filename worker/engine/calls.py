@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from worker.actions.base import ActionContext, Preview, get_action
 from worker.clients.factory import Clients
 from worker.domain.catalog import Service
-from worker.engine.planner import PlanError, render_step, template_context
+from worker.engine.planner import PlanError, invalid, render_step, template_context
 from worker.errors import ActionError, PermanentError
 from worker.playbooks.model import Check, Step
 from worker.playbooks.templating import mask
@@ -93,8 +95,8 @@ class CallMaker:
             rendered, masked, secrets = render_step(spec.with_, context=context)
             try:
                 params = action.params.model_validate(rendered)
-            except ValueError as exc:  # its text quotes the rendered value, which may hold a secret
-                raise PlanError(mask(str(exc), secrets)) from None
+            except ValidationError as exc:
+                raise PlanError(invalid(exc, secrets)) from None
             scope = action.scope_problems(params, service)
             if scope:
                 raise PermanentError(mask(f"{scope[0][0]}: {scope[0][1]}", secrets))
@@ -111,8 +113,8 @@ class CallMaker:
         rendered, _, secrets = render_step(check.with_, context=context)
         try:
             params = action.params.model_validate(rendered)
-        except ValueError as exc:  # as in for_step
-            raise PlanError(mask(str(exc), secrets)) from None
+        except ValidationError as exc:
+            raise PlanError(invalid(exc, secrets)) from None
         return Call(action, params, self._context(context["incident"], service, idempotency_key, secrets))
 
     def _context(self, incident: dict[str, Any], service: Service, key: str, secrets: dict[str, str]) -> ActionContext:

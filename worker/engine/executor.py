@@ -392,10 +392,14 @@ class Executor:
                 self._release_lock(session, run, step)  # moved on meanwhile
                 return True
             if unsure is not None:
-                assert step.intent_at is not None
-                if self.clock() < as_utc(step.intent_at) + self._lock_ttl(step) + RECOVERY_PATIENCE:
+                # Counted from the first answer it could not give (kept with the step), not from the crash:
+                # after a long outage of the worker and the cluster alike, the target gets its time too.
+                now = self.clock()
+                since = datetime.fromisoformat((step.output or {}).get("unsure_since") or now.isoformat())
+                if now < since + RECOVERY_PATIENCE:
+                    step.output = {**(step.output or {}), "unsure_since": since.isoformat()}
                     log.warning("step %s: cannot tell yet whether it was applied before the restart", step.id)
-                    run.wake_at = self.clock() + self.poll
+                    run.wake_at = now + self.poll
                     return False
                 self._fail(
                     session,
@@ -432,6 +436,8 @@ class Executor:
                 message=f"{step.step_id}: resuming after a restart (repeating it is safe)",
             )
             run.claimed_until = self.clock() + self._call_budget(step)
+            step.intent_at = self.clock()  # a new call: its own start (a recovery after this one counts from it)
+            step.output = None
             step.attempts += 1
         return self._execute(run_id, step_id, call, preview)
 
@@ -797,8 +803,8 @@ class Executor:
         timeline.append(session, incident_id=incident.id, at=now, kind=kind, message=text + suffix)
 
 
-# How long, past the time a step's lock allows, a restarted executor keeps asking a target that cannot answer
-# whether the step was applied before the crash (holding the service's lock meanwhile), before a person decides.
+# How long a restarted executor keeps asking a target that cannot answer whether a step was applied before
+# the crash (holding the service's lock meanwhile), from the first such answer, before a person decides.
 RECOVERY_PATIENCE = timedelta(minutes=10)
 
 # The longest pause between two attempts at a step, whatever the backoff or a server's Retry-After asks:

@@ -62,6 +62,14 @@ def render_step(
     return rendered, mask(rendered, secrets.used), dict(secrets.used)
 
 
+def invalid(exc: ValidationError, secrets: dict[str, str]) -> str:
+    """The first problem of rendered parameters, in words, without the rendered value (pydantic's text quotes
+    it, shortened, where a secret's middle would escape masking) and with any secret the message names masked."""
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    return mask(f"{where}: {error['msg']}" if where else error["msg"], secrets)
+
+
 def plan_steps(
     playbook: Playbook, *, incident: Incident, service: Service, catalog: CatalogConfig, settings: Settings
 ) -> list[PlannedStep]:
@@ -70,14 +78,14 @@ def plan_steps(
     for step in playbook.steps:
         action = get_action(step.action)
         context = template_context(incident=incident, service=service, settings=settings)
-        rendered, masked, _ = render_step(step.with_, context=context)
+        rendered, masked, secrets = render_step(step.with_, context=context)
         try:
             params = action.params.model_validate(rendered)
         except ValidationError as exc:
-            raise PlanError(f"step {step.id}: {exc.errors(include_url=False)[0]['msg']}") from None
+            raise PlanError(f"step {step.id}: {invalid(exc, secrets)}") from None
         scope = action.scope_problems(params, service)
         if scope:
-            raise PlanError(f"step {step.id}: {scope[0][1]}")
+            raise PlanError(f"step {step.id}: {mask(scope[0][1], secrets)}")
         auto = step.approval == "none" and (not action.mutating or action.name in service.auto_run)
         needs = step.approval == "required" or (action.mutating and not auto)
         required = step.approvals
