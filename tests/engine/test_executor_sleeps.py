@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from harness import Harness, pd_event
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from worker.domain.clock import as_utc
 from worker.engine.executor import RETRY_WAIT_CAP
@@ -53,8 +53,15 @@ def test_a_wait_step_pauses_its_run_without_holding_the_executor(database_url: s
         h.run()
         assert h.cluster.mutations == [("scale", 6)]  # ...and runs while the first playbook waits
         h.clock.advance(seconds=19)
-        h.executor("restarted").run_once()  # a restart mid-wait goes on waiting from the recorded start
+        with h.runtime.sessions.begin() as session:  # woken early (as a decision on the run would wake it)
+            session.execute(update(Run).values(wake_at=None))
+        restarted = h.executor("restarted")
+        restarted.run_once()  # a restart mid-wait goes on waiting from the recorded start
         assert h.steps()["settle"] == "running"
+        with h.runtime.sessions() as session:
+            assert {as_utc(r.wake_at) for r in session.scalars(select(Run)) if r.wake_at} == {
+                h.clock() + timedelta(seconds=1)
+            }
         h.clock.advance(seconds=1)
         h.run()
         assert h.steps() == {"settle": "succeeded", "tell": "succeeded", "scale": "succeeded"}

@@ -369,12 +369,12 @@ class Executor:
         """A step found running by a (re)started executor: its outcome is unknown."""
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
+            if (pause := _pause(step)) is not None:  # a wait, as it started (not rendered again): not a crash
+                return self._waited_out(session, run, step, incident, pause)
             call = self._calls.for_step(step=step, incident=incident, service=service)
             if not isinstance(call, Call):
                 self._fail(session, run, step, f"refused at run time: {call}")
                 return True
-            if (pause := call.action.pause(call.params)) is not None:  # a wait: not a crash, it is not done yet
-                return self._waited_out(session, run, step, incident, pause)
             preview = call.described(step)
             if step.mutating and not self._hold_mutation_lease(session, run, step, service):
                 run.wake_at = self.clock() + self.poll
@@ -823,6 +823,15 @@ def _attempts_time(step: RunStep) -> timedelta:
         own = None
     attempts = max(1, spec.retry.attempts)
     return max(spec.timeout, own or timedelta(0)) * attempts + RETRY_WAIT_CAP * (attempts - 1)
+
+
+def _pause(step: RunStep) -> timedelta | None:
+    """How long a step that only lets time pass pauses, from its recorded parameters."""
+    action = get_action(step.action)
+    try:
+        return action.pause(action.params.model_validate(step.params))
+    except ValueError:
+        return None
 
 
 class _TakenOver(Exception):
