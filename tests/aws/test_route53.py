@@ -258,3 +258,9 @@ def test_failover_needs_to_know_the_original_primary_when_the_names_do_not_say(z
         hosted_zone_id=zone_id, record_name="app.example.com.", record_type="A", to="PRIMARY", primary="us-east-1"
     )
     assert back.after == {"serving": "us-east-1"} and not back.noop
+
+
+def test_each_call_is_bounded_within_what_a_steps_claim_allows_beyond_its_wait() -> None:
+    config = Route53Client.from_settings(endpoint_url="http://127.0.0.1:1")._client.meta.config  # noqa: SLF001
+    worst = config.retries["total_max_attempts"] * (config.connect_timeout + config.read_timeout)
+    assert worst <= 60  # Route53 steps' max_duration: the INSYNC wait plus a minute

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from worker.errors import PermanentError, TransientError
@@ -63,7 +64,10 @@ class Route53Client:
     @classmethod
     def from_settings(cls, *, endpoint_url: str | None = None, region: str = "us-east-1") -> Route53Client:
         """boto3's standard credential chain; `endpoint_url` (WORKER_AWS_ENDPOINT_URL) for moto or a proxy."""
-        return cls(boto3.client("route53", endpoint_url=endpoint_url or None, region_name=region))
+        # Bounded calls (botocore's defaults are 60 s per read, 5 tries): a step's claim counts on its
+        # wait for INSYNC plus a minute (`max_duration`), so each call ends well within that.
+        config = Config(connect_timeout=5, read_timeout=10, retries={"total_max_attempts": 3, "mode": "standard"})
+        return cls(boto3.client("route53", endpoint_url=endpoint_url or None, region_name=region, config=config))
 
     def _records(self, zone: str, name: str, record_type: str) -> list[dict[str, Any]]:
         name = _fqdn(name)
