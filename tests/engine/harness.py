@@ -32,6 +32,16 @@ steps:
     with: {namespace: shop, deployment: checkout}
 """
 
+# Scale checkout up, behind the approval gate; transient failures retried by default (3 attempts, 2 s backoff).
+SCALE = """
+name: scale-up
+match: {service: checkout}
+steps:
+  - id: scale
+    action: kubernetes.scale
+    with: {namespace: shop, deployment: checkout, replicas: 6}
+"""
+
 
 def pd_event(
     event_type: str,

@@ -8,22 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import ROLLBACK, Harness, pd_event
+from harness import ROLLBACK, SCALE, Harness, pd_event
 from sqlalchemy import update
 
 from worker.engine import executor as executor_module
 from worker.engine.executor import Executor
 from worker.errors import TransientError
 from worker.store.tables import Run
-
-SCALE = """
-name: scale-up
-match: {service: checkout}
-steps:
-  - id: scale
-    action: kubernetes.scale
-    with: {namespace: shop, deployment: checkout, replicas: 6}
-"""
 
 
 class Died(BaseException):

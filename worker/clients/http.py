@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 import httpx
 
 from worker.clients.conditions import parse_condition
+from worker.clients.time_limit import TimeLimitedTransport, environment_proxy
 from worker.domain.credentials import CREDENTIAL_HEADERS
 from worker.errors import PermanentError, TransientError
 
@@ -176,7 +177,7 @@ class HttpClient:
         where = _where(method, url, secrets)
         token = _ACTIVE_SECRETS.set(secrets)
         try:
-            with self._client(secrets) as client:
+            with self._client(url, secrets) as client:
                 try:
                     request = client.build_request(method, url, headers=headers, json=body)
                 except (TypeError, ValueError) as exc:
@@ -184,7 +185,9 @@ class HttpClient:
                 try:
                     response = client.send(request)
                 except httpx.TimeoutException:
-                    raise TransientError(f"{where} timed out after {self.timeout:g}s") from None
+                    raise TransientError(
+                        f"{where} timed out (no answer within {self.timeout:g}s, or the step's time ran out)"
+                    ) from None
                 except httpx.TooManyRedirects:
                     raise PermanentError(f"{where}: more than {MAX_REDIRECTS} redirects") from None
                 except httpx.TransportError as exc:
@@ -198,14 +201,17 @@ class HttpClient:
         return response
 
     @contextmanager
-    def _client(self, secrets: tuple[str, ...]) -> Iterator[httpx.Client]:
+    def _client(self, url: str, secrets: tuple[str, ...]) -> Iterator[httpx.Client]:
         def guard(request: httpx.Request) -> None:
             # Runs before every hop, so a redirect is checked like the first request.
             self._allow(str(request.url), secrets=secrets, redirect=True)
 
+        # httpx's timeouts bound each read alone, so a server trickling its answer could hold the executor (one
+        # call at a time) for as long as it liked: within the step's time_limit (engine/executor.py) every
+        # operation is also bounded by what is left of the step's timeout.
         client = httpx.Client(
             timeout=self.timeout,
-            transport=self._transport,
+            transport=self._transport or TimeLimitedTransport(proxy=environment_proxy(url)),
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
             event_hooks={"request": [guard]},
@@ -288,6 +294,9 @@ def _secrets(url: str, headers: dict[str, str], given: Iterable[str]) -> tuple[s
         password = ""
     if password:
         found.append(password)
+    # As a URL carries them, too: a part masked on its own first ('Bearer a=b' names 'b' too) would leave
+    # the rest of 'a%3Db' in the URL for no later mask to recognise.
+    found += [form for value in found for form in (quote(value, safe=""), quote_plus(value, safe="")) if form != value]
     # Longest first, so a secret containing another is masked whole.
     return tuple(sorted(set(found), key=len, reverse=True))
 

@@ -10,6 +10,7 @@ import httpx
 
 from worker.clients.conditions import parse_condition
 from worker.clients.http import CheckResult
+from worker.clients.time_limit import TimeLimitedTransport, environment_proxy
 from worker.errors import PermanentError, TransientError
 
 # errorTypes that say "try again later" (Prometheus answers them with 503); the rest are the query's fault.
@@ -91,7 +92,9 @@ class PrometheusClient:
         return CheckResult(True, values, f"{promql}: all {len(samples)} samples {rule}: {shown}")
 
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
-        client = httpx.Client(timeout=self.timeout, transport=self._transport)
+        # Within a time_limit (a step's timeout, a verification's share of the claim) the whole exchange ends.
+        transport = self._transport or TimeLimitedTransport(proxy=environment_proxy(self.url))
+        client = httpx.Client(timeout=self.timeout, transport=transport)
         try:
             response = client.get(f"{self.url}{path}", params=params)
         except httpx.TimeoutException:

@@ -18,10 +18,10 @@ from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from worker.actions.base import Preview, get_action
 from worker.clients.factory import Clients
+from worker.clients.time_limit import time_limit
 from worker.domain.catalog import CatalogConfig, Service
 from worker.domain.clock import Clock, as_utc, utcnow
 from worker.domain.incidents import TimelineKind
@@ -56,7 +56,7 @@ class Executor:
     clients: Clients
     holder: str
     clock: Clock = utcnow
-    sleep: Callable[[float], None] = time.sleep  # a `wait` step, retry backoff, Route53 polling (tests record it)
+    sleep: Callable[[float], None] = time.sleep  # what an action sleeps (Route53 polling; tests record it)
     claim_ttl: timedelta = timedelta(seconds=30)
     poll: timedelta = timedelta(seconds=5)
     # For finding candidate runs: on SQLite a read-only session does not take the one write lock.
@@ -333,13 +333,10 @@ class Executor:
             if step.mutating:
                 self.on_progress(session, "identified", incident)
             # Record the intent before calling out: a crash from here on is recovered, never repeated blindly.
-            # The claim now covers the whole call, so no other process takes the run over mid-call.
-            run.claimed_until = now + self._call_budget(step)
             step.status = "running"
-            step.intent_at = now
             step.started_at = step.started_at or now
-            step.attempts += 1
-        return self._execute(run_id, step_id, call, preview)
+            limit = self._start_call(run, step, now)
+        return self._execute(run_id, step_id, call, preview, limit)
 
     def _quorum_raised(self, step: RunStep, incident: Incident) -> bool:
         """The step was approved by fewer people than it needs now (its incident became a SEV1)."""
@@ -366,7 +363,8 @@ class Executor:
         )
 
     def _on_running(self, run_id: int, step_id: int) -> bool:
-        """A step found running by a (re)started executor: its outcome is unknown."""
+        """A step found running: waiting out a pause (a `wait` step, or before a retry), or, found so by a
+        (re)started executor, a call whose outcome is unknown."""
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
             if (pause := _pause(step)) is not None:  # a wait, as it started (not rendered again): not a crash
@@ -376,9 +374,23 @@ class Executor:
                 self._fail(session, run, step, f"refused at run time: {call}")
                 return True
             preview = call.described(step)
-            if step.mutating and not self._hold_mutation_lease(session, run, step, service):
-                run.wake_at = self.clock() + self.poll
-                return False
+            if (retry_at := (step.output or {}).get("retry_at")) is not None:
+                # No call in flight: the last attempt failed transiently and the next one is due then.
+                now = self.clock()
+                if now < (due := datetime.fromisoformat(retry_at)):
+                    run.wake_at = due  # woken early (a decision on the run clears wake_at): not yet
+                    return False
+                if step.mutating and not self._may_mutate(session, run, step, service):
+                    return False  # the kill switch was thrown meanwhile: the retry waits for it too
+                limit = self._start_call(run, step, now)
+                retrying = True
+            else:
+                retrying = False
+                if step.mutating and not self._hold_mutation_lease(session, run, step, service):
+                    run.wake_at = self.clock() + self.poll
+                    return False
+        if retrying:
+            return self._execute(run_id, step_id, call, preview, limit)
         unsure: TransientError | None = None
         try:  # ask the target, outside any transaction
             applied = call.action.already_applied(call.params, call.ctx, preview)
@@ -435,11 +447,19 @@ class Executor:
                 kind=TimelineKind.STEP,
                 message=f"{step.step_id}: resuming after a restart (repeating it is safe)",
             )
-            run.claimed_until = self.clock() + self._call_budget(step)
-            step.intent_at = self.clock()  # a new call: its own start (a recovery after this one counts from it)
-            step.output = None
-            step.attempts += 1
-        return self._execute(run_id, step_id, call, preview)
+            limit = self._start_call(run, step, self.clock())
+        return self._execute(run_id, step_id, call, preview, limit)
+
+    def _start_call(self, run: Run, step: RunStep, now: datetime) -> timedelta:
+        """Record the intent of a call of a running step (the first, a retry, or a repeat after a restart): its
+        own start, which a recovery after it counts from, and a claim on the run that outlasts the call, so
+        no other executor takes the run over mid-call. Returns how long the call may take."""
+        limit = _call_time(step)
+        run.claimed_until = now + limit + self.claim_ttl
+        step.intent_at = now
+        step.output = None
+        step.attempts += 1
+        return limit
 
     def _may_mutate(self, session: Session, run: Run, step: RunStep, service: Service) -> bool:
         """Not paused, and this step holds the service's mutation lease; else the run waits."""
@@ -462,41 +482,24 @@ class Executor:
             ttl=self._lock_ttl(step),
         )
 
-    def _execute(self, run_id: int, step_id: int, call: Call, preview: Preview) -> bool:
+    def _execute(self, run_id: int, step_id: int, call: Call, preview: Preview, limit: timedelta) -> bool:
         action, params, ctx = call.action, call.params, call.ctx
-        spec = self._spec(step_id)
         result, summary, output = None, "", None
         error: str | None = None
         if action.queued:  # what leaves through an outbox (a note, a public update) carries no secret
             return self._queue_step(run_id, step_id, call.redact(params.model_dump(mode="json")))
         if (pause := action.pause(params)) is not None:
             return self._wait_out(run_id, step_id, pause)
+        failure: TransientError | None = None
         if self.settings.dry_run and action.mutating:
             summary, output = f"dry run: would have run {preview.description}", {"dry_run": True}
         else:
-            # A call whose repeat is not safe (a POST) is not retried either: a timeout or a 5xx may come
-            # after the target applied it. It fails, saying so, and a person decides.
-            safe = action.repeatable(params)
-            retry = spec.retry if safe else spec.retry.model_copy(update={"attempts": 1})
             try:
-                result = _with_retries(
-                    lambda: action.run(params, ctx, preview),
-                    retry=retry,
-                    sleep=self.sleep,
-                    still_ours=lambda: self._still_ours(run_id, step_id),
-                )
+                with time_limit(limit.total_seconds()):  # HTTP calls end within it (the claim outlasts it)
+                    result = action.run(params, ctx, preview)
                 summary, output = result.summary, result.output
-            except _TakenOver:
-                log.warning("step %s: another executor took the run over while this one waited to retry", step_id)
-                return False
             except TransientError as exc:
-                error = (
-                    f"gave up after {retry.attempts} attempts: {exc}"
-                    if safe
-                    else f"not retried, as repeating it is not safe (it may have been applied): {exc}"
-                )
-            except PermanentError as exc:
-                error = str(exc)
+                failure = exc
             except ActionError as exc:
                 error = str(exc)
         summary, output, error = call.redact(summary), call.redact(output), call.redact(error)
@@ -505,10 +508,11 @@ class Executor:
             if step.status != "running" or run.claimed_by != self.holder:
                 # The call outlasted this executor's claim (a stalled process) and another took the run over:
                 # what it recorded stands; this outcome only goes to the log.
-                log.warning(
-                    "step %s finished after its run was taken over; not recorded: %s", step.id, error or summary
-                )
+                outcome = error or (call.redact(str(failure)) if failure else summary)
+                log.warning("step %s finished after its run was taken over; not recorded: %s", step.id, outcome)
                 return False
+            if failure is not None:
+                return self._failed_for_now(session, run, step, call, failure)
             if error is not None:
                 self._fail(session, run, step, error)
                 return True
@@ -518,20 +522,36 @@ class Executor:
             self._applied(session, run, step, incident, summary=summary, output=output)
         return True
 
-    def _still_ours(self, run_id: int, step_id: int) -> bool:
-        """Before a retry: whether this executor's claim on the run is still live (not merely unclaimed by
-        another: a claim that ran out may be taken any moment) with the step running; if so, the claim is
-        extended over the attempts left, so nobody takes the run over during them."""
-        with self.sessions.begin() as session:
-            run = session.get(Run, run_id, with_for_update=True)
-            step = session.get(RunStep, step_id)
-            now = self.clock()
-            if run is None or step is None or step.status != "running" or run.claimed_by != self.holder:
-                return False
-            if run.claimed_until is None or as_utc(run.claimed_until) <= now:
-                return False  # a restarted executor recovers the step (already applied, or safe to repeat)
-            run.claimed_until = now + self._call_budget(step)
+    def _failed_for_now(self, session: Session, run: Run, step: RunStep, call: Call, failure: TransientError) -> bool:
+        """A transient failure: try again after the backoff (or the server's Retry-After), without holding the
+        executor meanwhile; or, attempts used up or a repeat not safe, fail the step for a person."""
+        reason = call.redact(str(failure))
+        if not call.action.repeatable(call.params):
+            # A call whose repeat is not safe (a POST) is not retried: a timeout or a 5xx may come after the
+            # target applied it. It fails, saying so, and a person decides.
+            self._fail(
+                session, run, step, f"not retried, as repeating it is not safe (it may have been applied): {reason}"
+            )
             return True
+        spec = Step.model_validate(step.spec)
+        if step.attempts >= spec.retry.attempts:
+            self._fail(session, run, step, f"gave up after {step.attempts} attempts: {reason}")
+            return True
+        now = self.clock()
+        pause = _backoff(spec.retry.backoff, attempt=step.attempts, hinted=failure.retry_after)
+        # The step stays running (the service's mutation lease held), with the retry's time recorded: the run
+        # sleeps till then and this executor goes on with other runs; any executor retries it when due.
+        step.output = {"retry_at": (now + pause).isoformat(), "error": reason}
+        run.wake_at = now + pause
+        timeline.append(
+            session,
+            incident_id=run.incident_id,
+            at=now,
+            kind=TimelineKind.STEP,
+            message=f"{step.step_id} ({step.action}) attempt {step.attempts} of {spec.retry.attempts} failed: "
+            f"{reason}; trying again in {pause}",
+        )
+        return False
 
     def _wait_out(self, run_id: int, step_id: int, pause: timedelta) -> bool:
         with self.sessions.begin() as session:
@@ -696,7 +716,8 @@ class Executor:
             return None, str(exc)
         try:
             preview = Preview(description=call.action.describe(call.params), target=check.action)
-            result = call.action.run(call.params, call.ctx, preview)
+            with time_limit(self.claim_ttl.total_seconds() / 2):  # over well within the run's claim
+                result = call.action.run(call.params, call.ctx, preview)
             return result.ok, call.redact(result.summary)
         except TransientError as exc:  # Prometheus down for a moment: try again within the window
             return False, call.redact(str(exc))
@@ -721,17 +742,8 @@ class Executor:
             raise PermanentError(f"service {run.service!r} is no longer in the catalog")
         return run, step, incident, service
 
-    def _spec(self, step_id: int) -> Step:
-        with self.sessions() as session:
-            step = session.get(RunStep, step_id)
-            assert step is not None
-            return Step.model_validate(step.spec)
-
     def _paused(self, session: Session, service: str) -> Pause | None:
         return session.execute(select(Pause).where(Pause.scope.in_(["global", service]))).scalars().first()
-
-    def _call_budget(self, step: RunStep) -> timedelta:
-        return _attempts_time(step) + self.claim_ttl
 
     def _lock_ttl(self, step: RunStep) -> timedelta:
         spec = Step.model_validate(step.spec)
@@ -808,21 +820,26 @@ class Executor:
 RECOVERY_PATIENCE = timedelta(minutes=10)
 
 # The longest pause between two attempts at a step, whatever the backoff or a server's Retry-After asks:
-# the run's claim covers every attempt and pause (`_attempts_time`), and the executor's loop waits them out.
+# the service's mutation lease covers every attempt and pause (`_attempts_time`).
 RETRY_WAIT_CAP = timedelta(seconds=60)
 
 
-def _attempts_time(step: RunStep) -> timedelta:
-    """The longest a step's call can take: every attempt (to the step's timeout, or longer where the action
-    waits on its own, as Route53's wait for INSYNC does), and the pauses between them."""
+def _call_time(step: RunStep) -> timedelta:
+    """The longest one call of the step can take: its timeout, or longer where the action waits on its own,
+    as Route53's wait for INSYNC does."""
     spec = Step.model_validate(step.spec)
     action = get_action(step.action)
     try:
         own = action.max_duration(action.params.model_validate(step.params))
     except ValueError:  # the stored (masked) parameters do not validate: the step's timeout it is
         own = None
-    attempts = max(1, spec.retry.attempts)
-    return max(spec.timeout, own or timedelta(0)) * attempts + RETRY_WAIT_CAP * (attempts - 1)
+    return max(spec.timeout, own or timedelta(0))
+
+
+def _attempts_time(step: RunStep) -> timedelta:
+    """The longest a step can take from its first call: every attempt and the pauses between them."""
+    attempts = max(1, Step.model_validate(step.spec).retry.attempts)
+    return _call_time(step) * attempts + RETRY_WAIT_CAP * (attempts - 1)
 
 
 def _pause(step: RunStep) -> timedelta | None:
@@ -834,31 +851,8 @@ def _pause(step: RunStep) -> timedelta | None:
         return None
 
 
-class _TakenOver(Exception):
-    """Raised instead of a retry when another executor took the run over during the pause before it."""
-
-
-def _with_retries(
-    call: Callable[[], Any], *, retry: Any, sleep: Callable[[float], None], still_ours: Callable[[], bool]
-) -> Any:
-    """Retry TransientError only, with exponential backoff that honours Retry-After (up to RETRY_WAIT_CAP);
-    before each retry, `still_ours` must hold (a process stalled past its claim must not repeat the call)."""
-
-    def wait(state: Any) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        backoff = retry.backoff.total_seconds() * (2 ** (state.attempt_number - 1))
-        hinted = getattr(exc, "retry_after", None) or 0
-        return min(max(backoff, hinted), RETRY_WAIT_CAP.total_seconds())
-
-    for attempt in Retrying(
-        stop=stop_after_attempt(retry.attempts),
-        wait=wait,
-        retry=retry_if_exception_type(TransientError),
-        sleep=sleep,
-        reraise=True,
-    ):
-        with attempt:
-            if attempt.retry_state.attempt_number > 1 and not still_ours():
-                raise _TakenOver
-            return call()
-    raise AssertionError("unreachable")
+def _backoff(backoff: timedelta, *, attempt: int, hinted: float | None) -> timedelta:
+    """The pause after failed attempt `attempt` (1 first): exponential from the playbook's backoff, or the
+    server's Retry-After when longer, and never over RETRY_WAIT_CAP."""
+    seconds = max(backoff.total_seconds() * 2 ** (attempt - 1), hinted or 0)
+    return timedelta(seconds=min(seconds, RETRY_WAIT_CAP.total_seconds()))
