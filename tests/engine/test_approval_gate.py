@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,6 +153,10 @@ def test_deny_runs_nothing(make) -> None:  # type: ignore[no-untyped-def]
     assert h.steps() == {"rollback": "denied"}
     assert h.incident()["runs"][0]["status"] == "denied"
     assert h.cluster.mutations == []
+    other = h.open_page(h.links()["Dana Okafor"])  # the other approver's link says so, and promises nothing
+    text = other.get_data(as_text=True)
+    assert other.status_code == 410 and "void: denied by Sam Reyes. Nothing more is needed" in text
+    assert "new request" not in text
 
 
 def test_sev1_needs_two_distinct_approvers(make) -> None:  # type: ignore[no-untyped-def]
@@ -190,7 +195,8 @@ def test_a_changed_target_voids_the_approval_and_asks_again(make) -> None:  # ty
     assert h.cluster.mutations == []
     second = h.links()
     assert second and second != first
-    assert h.open_page(first["Sam Reyes"]).status_code == 410
+    void = h.open_page(first["Sam Reyes"])
+    assert void.status_code == 410 and "A new request has been or will be sent" in void.get_data(as_text=True)
     assert "from revision 5 to revision 4" in h.open_page(second["Dana Okafor"]).get_data(as_text=True)
     assert any("target changed" in e["message"] for e in h.incident()["timeline"])
 
@@ -625,3 +631,37 @@ def test_a_step_whose_parameters_render_differently_every_time_fails_plainly(mak
     (step,) = h.incident()["runs"][0]["steps"]
     assert "render differently every time" in step["error"]
     assert h.pagerduty.notes == [] or "asks approval" not in h.pagerduty.notes[-1][1]
+
+
+def form_of(page) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    html = page.get_data(as_text=True)
+    return {name: re.search(rf'name="{name}" value="([^"]+)"', html).group(1) for name in ("csrf", "plan_hash")}  # type: ignore[union-attr]
+
+
+def test_two_approval_pages_open_in_one_browser_both_submit(make) -> None:  # type: ignore[no-untyped-def]
+    h = make(config_patch=PROXY)
+    declared(h, priority="P1")  # SEV1: two links, which one person in two roles may have open at once
+    links = h.links()
+    sam = {"X-Forwarded-Email": "sam.reyes@example.com"}
+    first = form_of(h.open_page(links["Sam Reyes"], sam))
+    h.open_page(links["Dana Okafor"], sam)  # the second page sets its own cookie, not over the first one's
+    answer = h.http.post(
+        f"/approvals/{links['Sam Reyes']}", headers=sam, data={**first, "decision": "approve", "confirm": "yes"}
+    )
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("where", ["form", "cookie"])
+def test_a_csrf_value_that_is_not_ascii_is_an_expired_form_not_a_500(make, where) -> None:  # type: ignore[no-untyped-def]
+    h = make()
+    declared(h)
+    token = h.links()["Dana Okafor"]
+    form = form_of(h.open_page(token))
+    if where == "form":
+        form["csrf"] = "\u00e9t\u00e9"
+    else:
+        h.http.set_cookie("iw_csrf", "\u00e9t\u00e9", path=f"/approvals/{token}")
+    answer = h.http.post(f"/approvals/{token}", data={**form, "decision": "approve", "confirm": "yes"})
+    assert answer.status_code == 400 and "The form expired" in answer.get_data(as_text=True)
+    h.run()
+    assert h.cluster.mutations == []

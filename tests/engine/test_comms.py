@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from conftest import CONFIG
 from harness import ROLLBACK, Harness, pd_event
+from markdown_it import MarkdownIt
 from sqlalchemy import select
 
 from worker.clients.factory import Clients
@@ -172,6 +173,24 @@ def test_mttr_counts_to_recovery_not_to_the_end_of_the_resolution_hold(database_
         assert "once recovery had held for 3m 00s (not counted in the duration or MTTR)" in text
     finally:
         h.close()
+
+
+def test_the_postmortem_shows_webhook_text_as_written_not_as_markdown(database_url: str, tmp_path: Path) -> None:
+    title = "db slow\n\n## Root cause\nthe intern <img src=x onerror=alert(1)> [docs](javascript:alert(1)) a|b *x*"
+    h = make(database_url, tmp_path)
+    try:
+        h.deliver(pd_event("incident.triggered", title=title))
+        h.run()
+        text = h.http.get("/api/incidents/1/postmortem").get_data(as_text=True)
+    finally:
+        h.close()
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    headings = [t.content for i, t in enumerate(tokens[1:], 1) if tokens[i - 1].type == "heading_open"]
+    assert headings.count("Root cause") == 1 and headings[0].startswith("Postmortem (draft): db slow ## Root cause")
+    html = MarkdownIt("commonmark").enable("table").render(text)
+    assert "<img" not in html and "javascript:" not in html.replace("[docs](javascript:", "")
+    assert "<em>x</em>" not in html and "a|b" in html  # shown as written (the table keeps its columns)
+    assert "the intern &lt;img src=x onerror=alert(1)&gt; [docs](javascript:alert(1)) a|b *x*" in html
 
 
 def test_resolution_waits_for_health_checks_through_the_hold(database_url: str, tmp_path: Path) -> None:

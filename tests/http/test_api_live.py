@@ -241,6 +241,8 @@ def test_missing_incidents_are_404_json(worker: LiveWorker) -> None:
         f"/api/incidents/{beyond_any_row_id}",
         f"/api/incidents/{beyond_any_row_id}/postmortem",
         f"/api/incidents/{beyond_any_row_id}/status-updates",
+        "/api/incidents/999999/postmortem",
+        "/api/incidents/999999/status-updates",  # was 200 with no updates
     ):
         answer = get(worker, path)
         assert answer.status_code == 404, path

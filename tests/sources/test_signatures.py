@@ -173,6 +173,7 @@ def test_opsgenie_token_in_the_custom_header_or_as_basic_auth_password() -> None
         {"Authorization": "Basic !!!not-base64"},
         {"Authorization": "Bearer og-token"},
         {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:og-token").decode()},
+        {"Authorization": "Basic \u00e9"},  # a raw byte 0xE9 on the wire, as WSGI reads headers (was a 500)
     ],
 )
 def test_opsgenie_bad_credentials_are_refused(headers: dict[str, str]) -> None:

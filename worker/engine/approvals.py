@@ -196,9 +196,14 @@ def lookup(session: Session, *, token: str, now: datetime, for_decision: bool = 
     if request.used_at is not None:
         raise DecisionRefused(409, f"This link was already used ({request.decision} by {request.decided_by}).")
     if request.voided_at is not None:
-        raise DecisionRefused(
-            410, f"This approval is void: {request.void_reason}. A new request has been or will be sent."
+        # Only a step still (or again) before its decision gets a new request: one decided, run or cancelled
+        # needs nothing more from this link.
+        after = (
+            "A new request has been or will be sent."
+            if step.status in ("planned", "awaiting_approval")
+            else "Nothing more is needed from this link."
         )
+        raise DecisionRefused(410, f"This approval is void: {request.void_reason}. {after}")
     if as_utc(request.expires_at) <= now:
         raise DecisionRefused(410, "This approval link has expired.")
     if incident.status == "resolved":

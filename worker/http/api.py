@@ -154,6 +154,8 @@ def postmortem(incident_id: int) -> Response:
 @bp.get("/incidents/<int(max=9223372036854775807):incident_id>/status-updates")
 def status_updates(incident_id: int) -> Response:
     with _runtime().readonly_sessions() as session:
+        if store.get(session, incident_id=incident_id) is None:
+            raise WebhookRejected(404, f"no incident {incident_id}")
         rows = store.status_updates(session, incident_id=incident_id)
         return jsonify(
             {

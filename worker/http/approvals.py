@@ -108,7 +108,9 @@ def show(token: str) -> Response:
         csrf,
         httponly=True,
         samesite="Strict",
-        path="/approvals",
+        # Scoped to this link's page: a second approval page open in the same browser (another step's, a
+        # backup round's) sets its own cookie instead of replacing this one, so both forms stay good.
+        path=f"/approvals/{token}",
         secure=runtime.settings.public_url.startswith("https://"),
     )
     return response
@@ -120,7 +122,8 @@ def decide(token: str) -> Response:
     if not same_origin(runtime.settings.public_url):  # the SameSite CSRF cookie still has to match
         return _refused(403, "Cross-site request refused.")
     form_token, cookie = request.form.get("csrf", ""), request.cookies.get(_COOKIE, "")
-    if not form_token or not hmac.compare_digest(form_token, cookie):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, so a 500).
+    if not form_token or not hmac.compare_digest(form_token.encode(), cookie.encode()):
         return _refused(400, "The form expired or was not submitted from the approval page; open the link again.")
     decision = request.form.get("decision", "")
     if decision == "approve" and request.form.get("confirm") != "yes":

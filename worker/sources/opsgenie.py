@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -177,6 +176,6 @@ def _basic_password(authorization: str) -> str | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text b64decode cannot take
         return None
     return decoded.partition(":")[2] or None
