@@ -86,6 +86,7 @@ def plan_steps(
         scope = action.scope_problems(params, service)
         if scope:
             raise PlanError(f"step {step.id}: {mask(scope[0][1], secrets)}")
+        _check_follow_ups(step, context=context, service=service)
         auto = step.approval == "none" and (not action.mutating or action.name in service.auto_run)
         needs = step.approval == "required" or (action.mutating and not auto)
         required = step.approvals
@@ -95,6 +96,25 @@ def plan_steps(
             required = max(required, catalog.approvals.sev1_approvals)
         planned.append(PlannedStep(step, masked, needs, required if needs else 0, action.mutating))
     return planned
+
+
+def _check_follow_ups(step: Step, *, context: dict[str, Any], service: Service) -> None:
+    """Render and validate the step's `verify:` and `undo:` now too: a template that cannot render for this
+    incident (a label it lacks) would otherwise be found only after the change it follows was made."""
+    for part, call in (("verify", step.verify), ("undo", step.undo)):
+        if call is None:
+            continue
+        action = get_action(call.action)
+        try:
+            rendered, _, secrets = render_step(call.with_, context=context)
+        except PlanError as exc:
+            raise PlanError(f"step {step.id}: {part}.{exc}") from None
+        try:
+            params = action.params.model_validate(rendered)
+        except ValidationError as exc:
+            raise PlanError(f"step {step.id}: {part}: {invalid(exc, secrets)}") from None
+        if scope := action.scope_problems(params, service):
+            raise PlanError(f"step {step.id}: {part}: {mask(scope[0][1], secrets)}")
 
 
 @dataclass

@@ -152,19 +152,23 @@ def _check_call(
         problems.append(doc.problem((*with_path, *problem.path), problem.message))
     if compiled:
         return action
-    try:
-        rendered = render(raw, sample_context(services[0] if services else None))
-    except TemplateProblem as exc:
-        problems.append(doc.problem((*with_path, *exc.path), exc.message))
-        return action
-    try:
-        params = action.params.model_validate(rendered)
-    except ValidationError as exc:
-        problems.extend(doc.validation_problems(exc, prefix=with_path, suffix=f" (action {name})"))
-        return action
-    for service in services:
-        for field, message in action.scope_problems(params, service):
-            problems.append(doc.problem((*with_path, field), f"{message} (service {service.name})"))
+    # Rendered for each service the playbook names, as it would run for each: `{{ service.… }}` differs.
+    found: list[Problem] = []
+    for service in services or [None]:
+        try:
+            rendered = render(raw, sample_context(service))
+        except TemplateProblem as exc:
+            found.append(doc.problem((*with_path, *exc.path), exc.message))
+            continue
+        try:
+            params = action.params.model_validate(rendered)
+        except ValidationError as exc:
+            found.extend(doc.validation_problems(exc, prefix=with_path, suffix=f" (action {name})"))
+            continue
+        if service is not None:
+            for field, message in action.scope_problems(params, service):
+                found.append(doc.problem((*with_path, field), f"{message} (service {service.name})"))
+    problems.extend(dict.fromkeys(found))  # once each: the same mistake renders alike for every service
     return action
 
 
@@ -184,9 +188,21 @@ def sample_context(service: Service | None) -> dict[str, Any]:
         "detected_at": "2026-01-01T00:00:00Z",
         "pagerduty_incident_id": "PSAMPLE",
         "opsgenie_alert_id": "sample",
+        "assignees": ["Sample Person"],
         "url": "https://example.invalid/incident",
+        "statuspage_incident_id": "sample",
     }
-    alerts = [{"source": "pagerduty", "external_id": "PSAMPLE", "title": "sample alert", "labels": SampleLabels()}]
+    # The same keys as engine/snapshot.py gives at run time (a test holds them alike).
+    alerts = [
+        {
+            "source": "pagerduty",
+            "external_id": "PSAMPLE",
+            "title": "sample alert",
+            "status": "firing",
+            "labels": SampleLabels(),
+            "priority": "P1",
+        }
+    ]
     return {
         "incident": incident,
         "alerts": alerts,
