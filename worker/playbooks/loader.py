@@ -82,6 +82,7 @@ def lint_playbook_file(path: Path, *, catalog: CatalogConfig) -> tuple[Playbook 
         for index, step in enumerate(steps):
             if isinstance(step, dict):
                 problems.extend(_check_step(doc, ("steps", index), step, services))
+                problems.extend(_check_quorum(doc, ("steps", index), step, services, catalog))
     problems = sorted(set(problems))
     return (playbook if not problems else None), problems
 
@@ -127,6 +128,31 @@ def _check_step(doc: YamlDocument, path: PathKey, step: dict[str, Any], services
                 problems.append(
                     doc.problem((*path, key, "action"), f"verify needs a read-only check action, not {checker.name}")
                 )
+    return problems
+
+
+def _check_quorum(
+    doc: YamlDocument, path: PathKey, step: dict[str, Any], services: list[Service], catalog: CatalogConfig
+) -> list[Problem]:
+    """A step that needs more distinct approvers than a service can ever supply would only expire, at night."""
+    asked = step.get("approvals", 1)
+    if not isinstance(asked, int):
+        return []  # the model validation reported it
+    needed = max(asked, catalog.approvals.high_risk_approvals) if step.get("risk") == "high" else asked
+    where = (*path, "approvals") if "approvals" in step else (*path, "risk")
+    problems = []
+    for service in services:
+        if service.approvers_include_assignee:
+            continue  # the incident's assignees approve too: how many there will be is not known here
+        people = {p.name.lower() for p in (*service.approvers, *service.backup_approvers)}
+        if needed > len(people):
+            problems.append(
+                doc.problem(
+                    where,
+                    f"needs {needed} distinct approvers, but service {service.name} has {len(people)} "
+                    "(approvers and backup_approvers, and approvers_include_assignee is false)",
+                )
+            )
     return problems
 
 
