@@ -84,9 +84,17 @@ def load_yaml(path: Path, *, display: str | None = None) -> YamlDocument:
     """Read a YAML file; syntax errors and duplicate keys become problems, never exceptions."""
     name = display or str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         return YamlDocument(name, None, problems=[Problem(name, 1, 1, "", f"cannot read file: {exc}")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # At the first bad byte, counted in characters of its line (what comes before it is UTF-8).
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        line, col = data.count(b"\n", 0, exc.start) + 1, len(data[line_start : exc.start].decode("utf-8")) + 1
+        message = f"cannot read file: not UTF-8: byte 0x{data[exc.start]:02x} ({exc.reason})"
+        return YamlDocument(name, None, problems=[Problem(name, line, col, "", message)])
     return parse_yaml(text, file=name)
 
 
@@ -187,6 +195,8 @@ def _walk_collection(node: nodes.CollectionNode, path: PathKey, doc: YamlDocumen
         written.add(key)
         doc.keys[key_path] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         out[key] = _walk(value_node, key_path, doc, within)
+        if _is_empty(value_node):  # `key:` and nothing: its (empty) node is marked where the next token is
+            doc.values[key_path] = doc.keys[key_path]
     positions = {key: (doc.keys.get((*path, str(key))), doc.values.get((*path, str(key)))) for key in out}
     doc.merged.setdefault(id(node), (out, positions))  # a later merge of this mapping takes it as read here
     return out
@@ -194,6 +204,11 @@ def _walk_collection(node: nodes.CollectionNode, path: PathKey, doc: YamlDocumen
 
 _RESOLVER = YAML(typ="safe", pure=True)
 _MERGE = "tag:yaml.org,2002:merge"
+
+
+def _is_empty(node: nodes.Node) -> bool:
+    """A value left out (`key:` with nothing after it): a plain scalar of no characters at all."""
+    return isinstance(node, nodes.ScalarNode) and node.style is None and node.start_mark.index == node.end_mark.index
 
 
 def _tag(node: nodes.Node) -> str | None:

@@ -6,7 +6,17 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from worker.domain.catalog import MAX_LINK_TTL
 from worker.domain.durations import Duration
@@ -42,6 +52,13 @@ class Match(_Model):
     source: Annotated[list[SourceName], BeforeValidator(_listify), _SOURCES] | None = None
     title: str | None = Field(default=None, description="Regular expression searched in alert titles.")
     labels: dict[str, str] | None = Field(default=None, description="Equality on alert labels/tags/details.")
+
+    @field_validator("severity", "source")
+    @classmethod
+    def _not_empty(cls, values: list[Any] | None) -> list[Any] | None:
+        if values == []:
+            raise ValueError("an empty list matches no incident: leave the key out to match any")
+        return values
 
     @field_validator("title")
     @classmethod
@@ -118,9 +135,15 @@ class Playbook(_Model):
 
     @model_validator(mode="after")
     def _unique_steps(self) -> Playbook:
+        # Raised as a ValidationError located at the repeated id (a ValueError would be located at the
+        # whole playbook, reported at 1:1): pydantic keeps the locations of one raised in a validator.
         seen: set[str] = set()
-        for step in self.steps:
+        repeated = []
+        for index, step in enumerate(self.steps):
             if step.id in seen:
-                raise ValueError(f"step id {step.id!r} is used twice")
+                error = PydanticCustomError("duplicate_step_id", "step id {id} is used twice", {"id": repr(step.id)})
+                repeated.append(InitErrorDetails(type=error, loc=("steps", index, "id"), input=step.id))
             seen.add(step.id)
+        if repeated:
+            raise ValidationError.from_exception_data(type(self).__name__, repeated)
         return self
