@@ -60,6 +60,35 @@ def test_simulate_prints_classification_and_plan_without_side_effects(tmp_path: 
     assert list(tmp_path.iterdir()) == []  # no database, nothing written
 
 
+def test_simulate_plans_for_an_incident_declared_by_a_customer_impact_label(tmp_path: Path) -> None:
+    payload = json.loads((WEBHOOKS / "alertmanager/firing-single.json").read_text())
+    payload["alerts"][0]["labels"] |= {"severity": "warning", "scope": "limited", "customer_impact": "true"}
+    (tmp_path / "alert.json").write_text(json.dumps(payload))
+    books = tmp_path / "playbooks"
+    books.mkdir()
+    (books / "tell.yaml").write_text(
+        "name: tell\nmatch: {service: checkout}\nsteps:\n  - id: tell\n    action: pagerduty.note\n"
+        "    with: {content: hello}\n"
+    )
+    result = cli(
+        "simulate",
+        "alert.json",
+        "--source",
+        "alertmanager",
+        "--config",
+        str(CONFIG),
+        "--playbooks",
+        str(books),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    (event,) = out["events"]
+    assert event["classification"]["severity"] in ("SEV3", "SEV4") and event["declared"] is True
+    (plan,) = out["plans"]
+    assert plan["matches"] and "note" not in plan and [s["id"] for s in plan["steps"]] == ["tell"]
+
+
 SIMULATED = {  # sample -> [(kind, service, severity, declared, opens an incident)] with the example config
     # (an event that opens no incident declares none, whatever its severity)
     "pagerduty/incident.triggered.json": [("triggered", "checkout", "SEV2", True, True)],

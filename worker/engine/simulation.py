@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from worker.actions.base import get_action
+from worker.classify.declaration import declaration_reason, several_alerts_reason
 from worker.classify.routing import route
-from worker.classify.severity import classify
+from worker.classify.severity import Classification, classify
 from worker.domain.catalog import CatalogConfig
 from worker.domain.clock import as_utc
 from worker.domain.events import AlertEvent, EventKind
@@ -41,7 +42,7 @@ def transient_incident(events: tuple[AlertEvent, ...], *, catalog: CatalogConfig
         impact=worst.impact.value,
         scope=worst.scope.value,
         status="triggered",
-        declared=worst.severity in catalog.severity.declare.severities,
+        declared=_declared(firing, verdicts, tier=routed.tier, service=routed.service, catalog=catalog),
         channel=channel_name(detected_at=detected, service=routed.service, title=first.title),
         detected_at=detected,
     )
@@ -60,6 +61,18 @@ def transient_incident(events: tuple[AlertEvent, ...], *, catalog: CatalogConfig
         for e, v in zip(firing, verdicts, strict=True)
     ]
     return incident
+
+
+def _declared(
+    events: list[AlertEvent], verdicts: list[Classification], *, tier: int, service: str, catalog: CatalogConfig
+) -> bool:
+    """As processing decides it: an alert that declares on its own (severity, a customer-impact label, a
+    critical function degraded), or several distinct alerts for one issue."""
+    policy = catalog.severity.declare
+    if any(declaration_reason(e, v, tier=tier, policy=policy) for e, v in zip(events, verdicts, strict=True)):
+        return True
+    distinct = {e.external_id for e in events}
+    return several_alerts_reason(len(distinct), service=service, policy=policy) is not None
 
 
 def simulate_plans(
