@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import getpass
 import json
 import os
@@ -13,7 +14,8 @@ from pathlib import Path
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from worker import __version__, logs
-from worker.classify.config import CONFIG_FILES, load_catalog, load_config_file
+from worker.actions.base import known_actions
+from worker.classify.config import CONFIG_FILES, check_config, load_catalog, load_config_file
 from worker.classify.declaration import declaration_reason, several_alerts_reason
 from worker.classify.routing import route
 from worker.classify.severity import classify
@@ -26,7 +28,7 @@ from worker.engine.runtime import Runtime
 from worker.engine.simulation import simulate_plans
 from worker.errors import ConfigError, Problem, SettingsError, WebhookRejected
 from worker.http.server import run_background, run_web, serve
-from worker.playbooks.loader import claim_name, lint_playbook_file, load_playbooks
+from worker.playbooks.loader import claim_name, lint_playbook_file, load_playbooks, playbook_files
 from worker.playbooks.schema import playbook_schema
 from worker.settings import Settings
 from worker.sources.registry import build_sources
@@ -189,7 +191,7 @@ def _background(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    catalog = load_catalog(settings.config_dir)
+    catalog = load_catalog(settings.config_dir, actions=known_actions())
     source = build_sources(settings)[args.source]
     try:
         body = args.file.read_bytes()
@@ -244,15 +246,16 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _lint(args: argparse.Namespace) -> int:
     paths = args.paths or [args.config, Path("playbooks")]
-    problems: list[Problem] = []
-    catalog = None
-    try:
-        catalog = load_catalog(args.config)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
+    config = check_config(args.config, actions=known_actions())
+    problems = list(config.problems)
+    # Playbooks are checked against the services alone, so a mistake elsewhere in the config hides none of
+    # their problems; without a valid services.yaml, each playbook is reported as not checked.
+    catalog = config.catalog
+    if catalog is None and config.services is not None:
+        catalog = CatalogConfig.model_construct(services=config.services)
     names: dict[str, str] = {}  # playbook name -> file: serve refuses two playbooks of one name, so lint does
     for path in paths:
-        problems.extend(_lint_path(path, catalog, names))
+        problems.extend(_lint_path(path, args.config, catalog, names))
     problems = sorted(set(problems))
     if args.format == "json":
         print(json.dumps([p.__dict__ for p in problems], indent=2))
@@ -262,21 +265,55 @@ def _lint(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _lint_path(path: Path, catalog: CatalogConfig | None, names: dict[str, str]) -> list[Problem]:
+def _lint_path(path: Path, config_dir: Path, catalog: CatalogConfig | None, names: dict[str, str]) -> list[Problem]:
+    """A file or directory, read as serve reads it: the config directory's files as config (already checked
+    with it), every other YAML file under a directory as a playbook, as `serve --playbooks` would load it."""
     if not path.exists():
         return [Problem(str(path), 1, 1, "", "no such file or directory")]
-    files = sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"}) if path.is_dir() else [path]
+    config = config_dir.resolve()
+    if path.is_dir():
+        if path.resolve() == config:
+            return [_ignored(f) for f in sorted(path.glob("*")) if _is_yaml(f) and _ignored_config(f)]
+        # Nothing below the config directory, should this one hold it (`lint .`): serve reads none of it (a
+        # ConfigMap mount keeps copies of the files in such a subdirectory).
+        below = path.resolve() in config.parents
+        files = [p for p in playbook_files(path) if not (below and config in p.parent.resolve().parents)]
+    else:
+        files = [path]
     problems: list[Problem] = []
     for file in files:
-        model = CONFIG_FILES.get(file.name)
-        if model is not None:
+        if file.parent.resolve() == config:  # `lint .`, or one file of the config directory
+            if _ignored_config(file):
+                problems.append(_ignored(file))
+            continue  # checked with the config directory
+        model = CONFIG_FILES.get(file.name) if not path.is_dir() else None
+        if model is not None:  # one config file given on its own, outside the config directory
             problems.extend(load_config_file(file, model)[1])
-        elif catalog is not None:
-            playbook, found = lint_playbook_file(file, catalog=catalog)
-            problems.extend(found)
-            if playbook is not None and (taken := claim_name(playbook, file, names)) is not None:
-                problems.append(taken)
+            continue
+        if catalog is None:  # a playbook is checked against the services: theirs are the problems to fix first
+            problems.append(Problem(str(file), 1, 1, "", "not checked: the config's services.yaml has problems"))
+            continue
+        playbook, found = lint_playbook_file(file, catalog=catalog)
+        problems.extend(found)
+        if playbook is not None and (taken := claim_name(playbook, file, names)) is not None:
+            problems.append(taken)
     return problems
+
+
+def _is_yaml(path: Path) -> bool:
+    return path.suffix in {".yaml", ".yml"}  # as load_playbooks (a directory named so is reported by it)
+
+
+def _ignored_config(file: Path) -> bool:
+    return file.name not in CONFIG_FILES
+
+
+def _ignored(file: Path) -> Problem:
+    """A YAML file in the config directory that serve never reads: a misspelt config file or a misplaced
+    playbook, which would otherwise be left out without a word."""
+    near = difflib.get_close_matches(file.name, CONFIG_FILES, n=1)
+    hint = f"did you mean {near[0]}?" if near else "a playbook belongs in the playbooks directory"
+    return Problem(str(file), 1, 1, "", f"serve ignores this file: it reads only {', '.join(CONFIG_FILES)} ({hint})")
 
 
 def _schema(args: argparse.Namespace) -> int:

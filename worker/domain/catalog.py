@@ -6,6 +6,8 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from worker.domain.durations import Duration
@@ -224,6 +226,52 @@ class ApprovalPolicy(_Model):
 ComponentStatus = Literal["operational", "degraded_performance", "partial_outage", "major_outage"]
 
 
+def statuspage_context(
+    *, title: str, service: str, severity: str, status: str, service_name: str, next_update: str
+) -> dict[str, Any]:
+    """The variables status page templates and incident_name are rendered with: by engine.comms for each
+    update, and against a sample when the config loads, so a template that loads renders at run time."""
+    return {
+        "incident": {"title": title, "service": service, "severity": severity, "status": status},
+        "service_name": service_name,
+        "next_update": next_update,
+    }
+
+
+_SAMPLE_CONTEXT = statuspage_context(
+    title="sample incident",
+    service="sample",
+    severity="SEV1",
+    status="triggered",
+    service_name="Sample",
+    next_update="00:00 UTC",
+)
+_VARIABLES = "incident.title, incident.service, incident.severity, incident.status, service_name, next_update"
+# Configured as worker.playbooks.templating's, which renders these texts at run time but which the domain
+# cannot import: a sandbox, strict about undefined names, without `random`. A test holds the two alike.
+_TEMPLATES = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, trim_blocks=True)
+del _TEMPLATES.filters["random"]
+
+
+def _renders(text: str) -> str:
+    """Refuse a template the status page would not get: at run time a failing one is replaced by a
+    generic text with only a log warning, so a typo must stop the config from loading instead."""
+    if "{{" not in text and "{%" not in text:  # as templating.render: anything else is sent as written
+        return text
+    try:
+        _TEMPLATES.from_string(text).render(_SAMPLE_CONTEXT)
+    except UndefinedError as exc:
+        raise ValueError(f"template error: {exc} (variables: {_VARIABLES})") from None
+    except TemplateError as exc:
+        raise ValueError(f"template error: {exc}") from None
+    except (KeyError, TypeError, ValueError, ArithmeticError, RecursionError) as exc:
+        raise ValueError(f"template error: {exc or type(exc).__name__}") from None
+    return text
+
+
+StatusTemplate = Annotated[str, AfterValidator(_renders)]
+
+
 class StatuspagePolicy(_Model):
     public_severities: list[Severity] = [Severity.SEV1, Severity.SEV2]
     component_status: dict[Severity, ComponentStatus] = {
@@ -244,9 +292,9 @@ class StatuspagePolicy(_Model):
             "still_monitoring",
             "downgraded",
         ],
-        str,
+        StatusTemplate,
     ] = {}
-    incident_name: str = "{{ service_name }} degraded"
+    incident_name: StatusTemplate = "{{ service_name }} degraded"
     # On cadence, repeat what the page says ("still investigating", "still_identified", "still_monitoring"
     # templates) when nothing changed (named for the first of them; it covers all three).
     post_still_investigating: bool = False

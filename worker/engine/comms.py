@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from worker.clients.factory import Clients
 from worker.clients.statuspage import find_or_create
 from worker.clients.time_limit import time_limit
-from worker.domain.catalog import CatalogConfig
+from worker.domain.catalog import CatalogConfig, statuspage_context
 from worker.domain.clock import Clock, as_utc, utcnow
 from worker.domain.incidents import TimelineKind
 from worker.domain.severity import Severity
@@ -135,16 +135,14 @@ class Communications:
         # A component is as bad as the worst public incident open on it: resolving one of two says so.
         component = _worst(component, self._others_on(session, incident, service.statuspage_component))
         cadence = self.catalog.communications.cadence.get(Severity(incident.severity), timedelta(hours=1))
-        context = {
-            "incident": {
-                "title": incident.title,
-                "service": incident.service,
-                "severity": incident.severity,
-                "status": incident.status,
-            },
-            "service_name": policy.names.get(incident.service, incident.service.title()),
-            "next_update": (now + cadence).strftime("%H:%M UTC"),
-        }
+        context = statuspage_context(  # the variables the config's templates were checked against
+            title=incident.title,
+            service=incident.service,
+            severity=incident.severity,
+            status=incident.status,
+            service_name=policy.names.get(incident.service, incident.service.title()),
+            next_update=(now + cadence).strftime("%H:%M UTC"),
+        )
         key = template or status
         text = policy.templates.get(key) or DEFAULT_TEMPLATES[key]  # type: ignore[call-overload]
         try:

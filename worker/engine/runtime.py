@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.actions.base import known_actions
+from worker.actions.registry import load_all
 from worker.classify.config import load_catalog
 from worker.clients.factory import Clients
 from worker.domain.catalog import CatalogConfig
@@ -81,7 +83,8 @@ class Runtime:
         executor_options: dict[str, Any] | None = None,
     ) -> Runtime:
         """Load config and playbooks (ConfigError lists every problem), open the database, migrate."""
-        catalog = load_catalog(settings.config_dir)
+        load_all()  # the step types, which the catalog's auto_run names
+        catalog = load_catalog(settings.config_dir, actions=known_actions())
         playbooks, problems = load_playbooks(settings.playbooks_dir, catalog=catalog, required=False)
         if problems:
             raise ConfigError(problems)

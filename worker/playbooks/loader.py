@@ -40,7 +40,7 @@ def load_playbooks(
         missing = [Problem(str(directory), 1, 1, "", "playbook directory not found")]
         return [], missing if required else []
     names: dict[str, str] = {}
-    for path in sorted(p for p in directory.rglob("*") if p.suffix in {".yaml", ".yml"}):
+    for path in playbook_files(directory):
         playbook, found = lint_playbook_file(path, catalog=catalog)
         problems.extend(found)
         if playbook is None:
@@ -50,6 +50,18 @@ def load_playbooks(
             continue
         loaded.append(LoadedPlaybook(playbook, str(path)))
     return loaded, sorted(problems)
+
+
+def playbook_files(directory: Path) -> list[Path]:
+    """The *.yaml/*.yml files under `directory`, but none under a hidden name: a Kubernetes ConfigMap mounted
+    as a directory keeps its files in `..<timestamp>/` too (the visible names are links into it), and
+    every playbook would otherwise be loaded twice, which refuses to start ("name also used")."""
+    return sorted(
+        path
+        for path in directory.rglob("*")
+        if path.suffix in {".yaml", ".yml"}
+        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+    )
 
 
 def claim_name(playbook: Playbook, path: Path, names: dict[str, str]) -> Problem | None:
