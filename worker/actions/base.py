@@ -134,6 +134,11 @@ class Action(Generic[P]):
         (from the step's start, so across a restart too) instead of holding its loop, and never calls run."""
         return None
 
+    def note(self, params: P) -> tuple[str, str] | None:
+        """For a `queued` step that notes the paging app's incident: the app ("pagerduty", "opsgenie") and the
+        text, which the notes outbox posts (once, crash or timeout). None: the status page outbox takes it."""
+        return None
+
     def already_applied(self, params: P, ctx: ActionContext, preview: Preview) -> bool:
         """After a crash mid-step: is the target already in the state this step produces?"""
         return False

@@ -22,6 +22,9 @@ class OpsgenieNote(Action[OpsgenieNoteParams], name="opsgenie.note"):
     def describe(self, params: OpsgenieNoteParams) -> str:
         return f"Opsgenie note: {params.note[:120]}"
 
+    def note(self, params: OpsgenieNoteParams) -> tuple[str, str]:
+        return "opsgenie", params.note
+
     def run(self, params: OpsgenieNoteParams, ctx: ActionContext, preview: Preview) -> StepResult:
         # Posted directly, a crash or a lost answer after the post would post it again: the executor
         # queues it on the notes outbox instead (see `queued`), which posts each note once.

@@ -22,6 +22,9 @@ class PagerDutyNote(Action[PagerDutyNoteParams], name="pagerduty.note"):
     def describe(self, params: PagerDutyNoteParams) -> str:
         return f"PagerDuty note: {params.content[:120]}"
 
+    def note(self, params: PagerDutyNoteParams) -> tuple[str, str]:
+        return "pagerduty", params.content
+
     def run(self, params: PagerDutyNoteParams, ctx: ActionContext, preview: Preview) -> StepResult:
         # Posted directly, a crash or a lost answer after the post would post it again: the executor
         # queues it on the notes outbox instead (see `queued`), which posts each note once.

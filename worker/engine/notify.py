@@ -20,7 +20,6 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -71,17 +70,12 @@ def queue_note(
     return queued
 
 
-# A playbook's note step -> the paging app it notes and the parameter holding its text.
-NOTE_STEPS = {"pagerduty.note": ("pagerduty", "content"), "opsgenie.note": ("opsgenie", "note")}
-
-
 def queue_step_note(
-    session: Session, clients: Clients, *, incident: Incident, action: str, params: dict[str, Any], now: datetime
+    session: Session, clients: Clients, *, incident: Incident, provider: str, text: str, now: datetime
 ) -> str:
-    """A playbook's note step, queued like the worker's own notes (so posted once, crash or timeout);
-    PermanentError when the incident has no such alert or the app is not configured."""
-    provider, field = NOTE_STEPS[action]
-    queued = queue_note(session, clients, incident=incident, text=params[field], now=now, providers=(provider,))
+    """A playbook's note step (Action.note), queued like the worker's own notes (so posted once, crash or
+    timeout); PermanentError when the incident has no such alert or the app is not configured."""
+    queued = queue_note(session, clients, incident=incident, text=text, now=now, providers=(provider,))
     if not queued:
         what = "PagerDuty incident" if provider == "pagerduty" else "Opsgenie alert"
         raise PermanentError(f"no {what} to note: the incident did not come from one, or no API key is configured")

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.actions.base import known_actions
+from worker.actions.base import get_action, known_actions
 from worker.actions.registry import load_all
 from worker.classify.config import load_catalog
 from worker.clients.factory import Clients
@@ -20,7 +20,7 @@ from worker.domain.clock import Clock, utcnow
 from worker.engine.comms import Cadence, Communications, StatusDeliverer
 from worker.engine.executor import Executor
 from worker.engine.intake import Intake, Outcome
-from worker.engine.notify import NOTE_STEPS, NoteDeliverer, queue_step_note
+from worker.engine.notify import NoteDeliverer, queue_step_note
 from worker.engine.planner import Planner
 from worker.engine.processor import BackgroundLoop, InboxProcessor
 from worker.engine.ticks import Ticks
@@ -194,9 +194,11 @@ class Runtime:
         self.loops["statuspage"].wake()
 
     def _queued(self, session: Session, incident: Any, action: str, params: dict[str, Any]) -> str:
-        if action in NOTE_STEPS:
+        step = get_action(action)
+        if (note := step.note(step.params.model_validate(params))) is not None:
+            provider, text = note
             return queue_step_note(
-                session, self.clients, incident=incident, action=action, params=params, now=self.clock()
+                session, self.clients, incident=incident, provider=provider, text=text, now=self.clock()
             )
         queued = self.comms.queue_step(session, incident, params, self.clock())
         if queued is None:
