@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -70,7 +71,7 @@ class ActionContext:
     clients: Clients | None
     idempotency_key: str = ""
     now: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
-    sleep: Callable[[float], None] = field(default=lambda seconds: None)
+    sleep: Callable[[float], None] = time.sleep  # Route53's polling for INSYNC (tests record it instead)
     secret_values: tuple[str, ...] = ()
 
     def require_clients(self) -> Clients:
