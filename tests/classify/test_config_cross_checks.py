@@ -107,6 +107,8 @@ def test_every_variable_the_runtime_gives_and_the_default_templates_pass() -> No
     StatuspagePolicy(templates=dict.fromkeys(DEFAULT_TEMPLATES, every), incident_name=every)
     StatuspagePolicy(templates=DEFAULT_TEMPLATES)
     StatuspagePolicy(templates={"resolved": "No template here, {just} braces }}"})  # sent as written at run time
+    # What depends on the values (the sample's title has no colon) may suit the real ones: not refused.
+    StatuspagePolicy(templates={"resolved": "{{ incident.title.split(':')[1] }} {{ (incident.title | int) }}"})
     assert check_config(CONFIG).problems == []
 
 

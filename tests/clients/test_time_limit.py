@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from worker.clients.http import HttpClient
 from worker.clients.statuspage import RateLimiter, StatuspageClient
 from worker.clients.time_limit import TimeLimitedTransport, environment_proxy, time_limit
 from worker.errors import TransientError
@@ -217,3 +218,40 @@ def test_the_proxy_the_environment_names_for_a_url(
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert environment_proxy(url) == proxy
+
+
+def test_the_http_client_routes_every_hop_as_httpx_does_through_the_environments_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 127.0.0.1 is exempt (NO_PROXY) and redirects to localhost, which is not: the second hop goes through the
+    # proxy, as a plain httpx client would send it (the proxy is chosen per request, not once per call).
+    proxy = socket.create_server(("127.0.0.1", 0))
+    direct = socket.create_server(("127.0.0.1", 0))
+    lines: dict[str, list[bytes]] = {"proxy": [], "direct": []}
+
+    def answer(listener: socket.socket, name: str, reply: bytes) -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                lines[name].append(conn.recv(65536).split(b"\r\n", 1)[0])
+                conn.sendall(reply)
+
+    hop = f"http://localhost:{direct.getsockname()[1]}/moved"
+    redirect = f"HTTP/1.1 302 Found\r\nLocation: {hop}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    threading.Thread(target=answer, args=(direct, "direct", redirect), daemon=True).start()
+    threading.Thread(target=answer, args=(proxy, "proxy", ok), daemon=True).start()
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    port = direct.getsockname()[1]
+    client = HttpClient(allowed_hosts=[f"127.0.0.1:{port}", f"localhost:{port}"], timeout=2.0)
+    try:
+        with time_limit(5):
+            result = client.request("GET", f"http://127.0.0.1:{direct.getsockname()[1]}/start")
+    finally:
+        proxy.close()
+        direct.close()
+    assert result.status == 200
+    assert lines == {"direct": [b"GET /start HTTP/1.1"], "proxy": [f"GET {hop} HTTP/1.1".encode()]}

@@ -42,6 +42,19 @@ steps:
     with: {namespace: shop, deployment: checkout, replicas: 6}
 """
 
+# The same, with more replicas for a SEV1: its parameters change when the incident's severity does.
+SCALE_BY_SEVERITY = """
+name: scale-out
+match: {service: checkout}
+steps:
+  - id: scale
+    action: kubernetes.scale
+    with:
+      namespace: shop
+      deployment: checkout
+      replicas: "{% if incident.severity == 'SEV1' %}10{% else %}5{% endif %}"
+"""
+
 
 def pd_event(
     event_type: str,

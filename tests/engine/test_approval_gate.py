@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Harness, pd_event
+from harness import SCALE_BY_SEVERITY, Harness, pd_event
 from pydantic import SecretStr
 
 from worker.domain.clock import as_utc
@@ -506,19 +506,6 @@ def test_an_incident_raised_to_sev1_after_the_approval_asks_two_people_again(mak
     assert h.decide(second["Sam Reyes"]).status_code == 200
     h.run()
     assert h.cluster.mutations == [("rollout_undo", 2)]
-
-
-SCALE_BY_SEVERITY = """
-name: scale-out
-match: {service: checkout}
-steps:
-  - id: scale
-    action: kubernetes.scale
-    with:
-      namespace: shop
-      deployment: checkout
-      replicas: "{% if incident.severity == 'SEV1' %}10{% else %}5{% endif %}"
-"""
 
 
 def test_parameters_that_render_differently_by_run_time_are_asked_for_again(make) -> None:  # type: ignore[no-untyped-def]

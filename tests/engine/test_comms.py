@@ -176,7 +176,10 @@ def test_mttr_counts_to_recovery_not_to_the_end_of_the_resolution_hold(database_
 
 
 def test_the_postmortem_shows_webhook_text_as_written_not_as_markdown(database_url: str, tmp_path: Path) -> None:
-    title = "db slow\n\n## Root cause\nthe intern <img src=x onerror=alert(1)> [docs](javascript:alert(1)) a|b *x*"
+    title = (
+        "## Root cause: db slow\n\n## Root cause\n"
+        "the intern <img src=x onerror=alert(1)> [docs](javascript:alert(1)) a|b *x* &amp;"
+    )
     h = make(database_url, tmp_path)
     try:
         h.deliver(pd_event("incident.triggered", title=title))
@@ -186,11 +189,13 @@ def test_the_postmortem_shows_webhook_text_as_written_not_as_markdown(database_u
         h.close()
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
     headings = [t.content for i, t in enumerate(tokens[1:], 1) if tokens[i - 1].type == "heading_open"]
-    assert headings.count("Root cause") == 1 and headings[0].startswith("Postmortem (draft): db slow ## Root cause")
+    assert headings.count("Root cause") == 1 and not any(h.startswith("Root cause:") for h in headings)
     html = MarkdownIt("commonmark").enable("table").render(text)
     assert "<img" not in html and "javascript:" not in html.replace("[docs](javascript:", "")
     assert "<em>x</em>" not in html and "a|b" in html  # shown as written (the table keeps its columns)
-    assert "the intern &lt;img src=x onerror=alert(1)&gt; [docs](javascript:alert(1)) a|b *x*" in html
+    assert "<h1>Postmortem (draft): ## Root cause: db slow ## Root cause the intern" in html
+    assert "<p>## Root cause: db slow ## Root cause the intern" in html  # the summary, a paragraph
+    assert "the intern &lt;img src=x onerror=alert(1)&gt; [docs](javascript:alert(1)) a|b *x* &amp;amp;" in html
 
 
 def test_resolution_waits_for_health_checks_through_the_hold(database_url: str, tmp_path: Path) -> None:

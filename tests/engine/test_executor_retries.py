@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import CONFIG
-from harness import SCALE, Harness, pd_event
+from harness import SCALE, SCALE_BY_SEVERITY, Harness, pd_event
 from sqlalchemy import delete, select, update
 
 from worker.domain.clock import as_utc
@@ -252,5 +252,73 @@ steps:
         assert time.monotonic() - started < 3.0
         assert h.steps() == {"probe": "failed"}
         assert any("probe (check.http) failed: gave up after 1 attempts" in m for m in messages(h)), messages(h)
+    finally:
+        h.close()
+
+
+def test_an_incident_resolved_while_a_step_waits_to_retry_cancels_the_run(database_url: str, tmp_path: Path) -> None:
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"scale": SCALE})
+    calls = flaky_scale(h, [TransientError("503 from the API server")])
+    try:
+        approved(h)
+        h.run()
+        h.deliver(pd_event("incident.resolved"))
+        h.tick()
+        assert h.incident()["status"] == "resolved"
+        h.clock.advance(seconds=5)
+        h.run()
+        assert len(calls) == 1 and h.cluster.mutations == [] and h.steps() == {"scale": "cancelled"}
+        with h.runtime.sessions() as session:  # the service's change lease goes with it
+            (lease,) = session.scalars(select(Lease).where(Lease.name == "mutation:checkout")).all()
+            assert as_utc(lease.expires_at) <= h.clock()
+    finally:
+        h.close()
+
+
+def test_parameters_that_change_while_a_step_waits_to_retry_are_asked_about_anew(
+    database_url: str, tmp_path: Path
+) -> None:
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"scale": SCALE_BY_SEVERITY})
+    calls = flaky_scale(h, [TransientError("503 from the API server")])
+    try:
+        approved(h)
+        h.run()
+        first = h.links()
+        h.deliver(pd_event("incident.priority_updated", priority="P1"))  # a SEV1 now: 10 replicas, two approvers
+        h.clock.advance(seconds=2)
+        h.run()
+        assert calls == [5] and h.steps() == {"scale": "awaiting_approval"}
+        assert any("its parameters changed while it waited to retry" in m for m in messages(h)), messages(h)
+        again = h.links()
+        assert again != first
+        h.decide(again["Dana Okafor"])
+        h.decide(again["Sam Reyes"])
+        h.run()
+        assert calls == [5, 10] and h.cluster.mutations == [("scale", 10)] and h.steps() == {"scale": "succeeded"}
+    finally:
+        h.close()
+
+
+class Died(BaseException):
+    """Stands for kill -9: nothing after it runs, no transaction commits."""
+
+
+def test_a_repeat_after_a_crash_waits_while_the_kill_switch_is_thrown(database_url: str, tmp_path: Path) -> None:
+    h = Harness(database_url=database_url, tmp_path=tmp_path, playbooks={"scale": SCALE})
+    calls = flaky_scale(h, [Died()])  # dies mid-call, before the change lands
+    try:
+        approved(h)
+        with pytest.raises(Died):
+            h.run()
+        assert h.http.post("/api/pause", json={"service": "checkout", "by": "sre"}).status_code == 200
+        h.clock.advance(minutes=5)
+        restarted = h.executor("restarted")
+        restarted.run_once()
+        assert calls == [6] and h.cluster.mutations == [] and h.steps() == {"scale": "running"}
+        with h.runtime.sessions.begin() as session:
+            session.execute(delete(Pause))
+        h.clock.advance(seconds=5)
+        restarted.run_once()
+        assert h.cluster.mutations == [("scale", 6)] and h.steps() == {"scale": "succeeded"}
     finally:
         h.close()

@@ -18,7 +18,7 @@ from urllib.parse import quote, quote_plus, urlsplit
 import httpx
 
 from worker.clients.conditions import parse_condition
-from worker.clients.time_limit import TimeLimitedTransport, environment_proxy
+from worker.clients.time_limit import environment_routes
 from worker.domain.credentials import CREDENTIAL_HEADERS
 from worker.errors import PermanentError, TransientError
 
@@ -177,7 +177,7 @@ class HttpClient:
         where = _where(method, url, secrets)
         token = _ACTIVE_SECRETS.set(secrets)
         try:
-            with self._client(url, secrets) as client:
+            with self._client(secrets) as client:
                 try:
                     request = client.build_request(method, url, headers=headers, json=body)
                 except (TypeError, ValueError) as exc:
@@ -201,7 +201,7 @@ class HttpClient:
         return response
 
     @contextmanager
-    def _client(self, url: str, secrets: tuple[str, ...]) -> Iterator[httpx.Client]:
+    def _client(self, secrets: tuple[str, ...]) -> Iterator[httpx.Client]:
         def guard(request: httpx.Request) -> None:
             # Runs before every hop, so a redirect is checked like the first request.
             self._allow(str(request.url), secrets=secrets, redirect=True)
@@ -209,19 +209,17 @@ class HttpClient:
         # httpx's timeouts bound each read alone, so a server trickling its answer could hold the executor (one
         # call at a time) for as long as it liked: within the step's time_limit (engine/executor.py) every
         # operation is also bounded by what is left of the step's timeout.
+        routes = environment_routes()
         client = httpx.Client(
             timeout=self.timeout,
-            transport=self._transport or TimeLimitedTransport(proxy=environment_proxy(url)),
+            transport=self._transport or routes.transport,
+            mounts=None if self._transport else routes.mounts,
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
             event_hooks={"request": [guard]},
         )
-        try:
-            yield client
-        finally:
-            # A client per call: nothing pooled outlives it, and an injected transport stays the caller's to close.
-            if self._transport is None:
-                client.close()
+        # Not closed: the transports are shared (environment_routes), and an injected one is the caller's.
+        yield client
 
     def _allow(self, url: str, *, secrets: tuple[str, ...], redirect: bool = False) -> None:
         shown = _redact(url, secrets)

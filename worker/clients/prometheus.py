@@ -10,7 +10,7 @@ import httpx
 
 from worker.clients.conditions import parse_condition
 from worker.clients.http import CheckResult
-from worker.clients.time_limit import TimeLimitedTransport, environment_proxy
+from worker.clients.time_limit import environment_routes
 from worker.errors import PermanentError, TransientError
 
 # errorTypes that say "try again later" (Prometheus answers them with 503); the rest are the query's fault.
@@ -93,8 +93,12 @@ class PrometheusClient:
 
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         # Within a time_limit (a step's timeout, a verification's share of the claim) the whole exchange ends.
-        transport = self._transport or TimeLimitedTransport(proxy=environment_proxy(self.url))
-        client = httpx.Client(timeout=self.timeout, transport=transport)
+        routes = environment_routes()
+        client = httpx.Client(
+            timeout=self.timeout,
+            transport=self._transport or routes.transport,
+            mounts=None if self._transport else routes.mounts,
+        )
         try:
             response = client.get(f"{self.url}{path}", params=params)
         except httpx.TimeoutException:
@@ -103,10 +107,7 @@ class PrometheusClient:
             raise TransientError(f"Prometheus at {self._shown} is unreachable: {type(exc).__name__}: {exc}") from None
         except httpx.HTTPError as exc:
             raise PermanentError(f"Prometheus at {self._shown}: unreadable answer: {exc}") from None
-        finally:
-            # An injected transport is the caller's to close.
-            if self._transport is None:
-                client.close()
+        # Not closed: the transports are shared (environment_routes), and an injected one is the caller's.
         status = response.status_code
         try:
             body = response.json()

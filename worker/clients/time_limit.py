@@ -14,11 +14,13 @@ twice.
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import httpcore
@@ -139,3 +141,31 @@ def environment_proxy(url: str) -> str | None:
         return None
     proxy = proxies.get(parsed.scheme) or proxies.get("all")
     return proxy if not proxy or "://" in proxy else f"http://{proxy}"  # `proxy.corp:3128`, as httpx reads it
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Transports that honour `time_limit`, routed as httpx routes requests by the environment's proxies."""
+
+    transport: httpx.BaseTransport
+    mounts: dict[str, httpx.BaseTransport | None]
+
+
+_ROUTES: dict[tuple[tuple[str, str | None], ...], Routes] = {}
+_ROUTES_LOCK = threading.Lock()
+
+
+def environment_routes() -> Routes:
+    """For `httpx.Client(transport=…, mounts=…)`: a TimeLimitedTransport for direct requests and one per
+    proxy that HTTP(S)_PROXY / ALL_PROXY name, mounted by httpx's own reading of them and of NO_PROXY, so
+    every request (each hop of a redirect too) goes where a plain httpx client would send it. Shared by
+    every client (one pool, one TLS context per route, built once): a client using them must not close
+    them."""
+    # httpx's own parser of the environment (also what a client without a transport of its own uses).
+    proxies = httpx._utils.get_environment_proxies()  # noqa: SLF001 - the routing httpx itself applies
+    key = tuple(sorted(proxies.items()))
+    with _ROUTES_LOCK:
+        if key not in _ROUTES:
+            mounts = {pattern: TimeLimitedTransport(proxy=url) if url else None for pattern, url in proxies.items()}
+            _ROUTES[key] = Routes(TimeLimitedTransport(), mounts)
+        return _ROUTES[key]

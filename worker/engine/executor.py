@@ -123,15 +123,17 @@ class Executor:
             if step is None:
                 self._finish(session, run)
                 return False
-            if incident.status == "resolved" and step.status in ("planned", "awaiting_approval", "approved"):
+            # A step waiting to retry has no call in flight: like one not yet started, it stops with its incident.
+            status = "retry" if step.status == "running" and _retry_at(step) is not None else step.status
+            if incident.status == "resolved" and status in ("planned", "awaiting_approval", "approved", "retry"):
                 self._cancel(session, run, reason="the incident resolved")
                 return False
-            status = step.status
         handler = {
             "planned": self._on_planned,
             "awaiting_approval": self._on_awaiting,
             "approved": self._on_approved,
             "running": self._on_running,
+            "retry": self._on_retry,
             "verifying": self._on_verifying,
         }[status]
         return handler(run_id, step.id)
@@ -281,18 +283,8 @@ class Executor:
             run.status = "running"
             if step.mutating and not self._may_mutate(session, run, step, service):
                 return False
-            call = self._calls.for_step(step=step, incident=incident, service=service)
-            changed = isinstance(call, ParamsChanged)
-            if changed or self._quorum_raised(step, incident):
-                # Approve what you see, at the incident's present state: new parameters, or a SEV1's
-                # second approver, are asked for from the start rather than run on the old approval.
-                if isinstance(call, ParamsChanged):
-                    step.params = call.masked
-                reason = "its parameters changed" if changed else "the incident is now a SEV1"
-                self._ask_again(session, run, step, incident, reason=f"{reason} since it was approved")
-                return True
-            if not isinstance(call, Call):
-                self._fail(session, run, step, f"refused at run time: {call}")
+            call = self._call_as_approved(session, run, step, incident, service, since="since it was approved")
+            if call is None:
                 return True
             preview = call.described(step)
             # Approve what you see: read the target again before changing it. A change that needs no
@@ -338,6 +330,26 @@ class Executor:
             limit = self._start_call(run, step, now)
         return self._execute(run_id, step_id, call, preview, limit)
 
+    def _call_as_approved(
+        self, session: Session, run: Run, step: RunStep, incident: Incident, service: Service, *, since: str
+    ) -> Call | None:
+        """The step's call at the incident's present state, or None when it may not run on its approval:
+        approve what you see, so new parameters or a SEV1's second approver are asked for from the start
+        (the step planned again), and a call refused at run time fails the step."""
+        call = self._calls.for_step(step=step, incident=incident, service=service)
+        changed = isinstance(call, ParamsChanged)
+        if changed or self._quorum_raised(step, incident):
+            if isinstance(call, ParamsChanged):
+                step.params = call.masked
+            step.output = None  # a retry's record: the step starts over
+            reason = "its parameters changed" if changed else "the incident is now a SEV1"
+            self._ask_again(session, run, step, incident, reason=f"{reason} {since}")
+            return None
+        if not isinstance(call, Call):
+            self._fail(session, run, step, f"refused at run time: {call}")
+            return None
+        return call
+
     def _quorum_raised(self, step: RunStep, incident: Incident) -> bool:
         """The step was approved by fewer people than it needs now (its incident became a SEV1)."""
         needed = approvals.required_now(step, incident, self.catalog.approvals)
@@ -362,9 +374,30 @@ class Executor:
             + ("approval void, asking again" if step.needs_approval else "planned again"),
         )
 
+    def _on_retry(self, run_id: int, step_id: int) -> bool:
+        """A step whose last attempt failed transiently (no call in flight): try again once it is due, as it
+        would run now: the kill switch holds it, and new parameters or a raised quorum are asked about anew."""
+        with self.sessions.begin() as session:
+            run, step, incident, service = self._load(session, run_id, step_id)
+            due = _retry_at(step)
+            if step.status != "running" or due is None:
+                return True  # moved on meanwhile
+            now = self.clock()
+            if now < due:
+                run.wake_at = due  # woken early (a decision on the run clears wake_at): not yet
+                return False
+            if step.mutating and not self._may_mutate(session, run, step, service):
+                return False  # paused, or the service's lease lapsed to another change meanwhile
+            call = self._call_as_approved(session, run, step, incident, service, since="while it waited to retry")
+            if call is None:
+                return True
+            preview = call.described(step)
+            limit = self._start_call(run, step, now)
+        return self._execute(run_id, step_id, call, preview, limit)
+
     def _on_running(self, run_id: int, step_id: int) -> bool:
-        """A step found running: waiting out a pause (a `wait` step, or before a retry), or, found so by a
-        (re)started executor, a call whose outcome is unknown."""
+        """A step found running with no retry pending: a `wait` step, or, found so by a (re)started executor,
+        a call whose outcome is unknown."""
         with self.sessions.begin() as session:
             run, step, incident, service = self._load(session, run_id, step_id)
             if (pause := _pause(step)) is not None:  # a wait, as it started (not rendered again): not a crash
@@ -374,23 +407,9 @@ class Executor:
                 self._fail(session, run, step, f"refused at run time: {call}")
                 return True
             preview = call.described(step)
-            if (retry_at := (step.output or {}).get("retry_at")) is not None:
-                # No call in flight: the last attempt failed transiently and the next one is due then.
-                now = self.clock()
-                if now < (due := datetime.fromisoformat(retry_at)):
-                    run.wake_at = due  # woken early (a decision on the run clears wake_at): not yet
-                    return False
-                if step.mutating and not self._may_mutate(session, run, step, service):
-                    return False  # the kill switch was thrown meanwhile: the retry waits for it too
-                limit = self._start_call(run, step, now)
-                retrying = True
-            else:
-                retrying = False
-                if step.mutating and not self._hold_mutation_lease(session, run, step, service):
-                    run.wake_at = self.clock() + self.poll
-                    return False
-        if retrying:
-            return self._execute(run_id, step_id, call, preview, limit)
+            if step.mutating and not self._hold_mutation_lease(session, run, step, service):
+                run.wake_at = self.clock() + self.poll
+                return False
         unsure: TransientError | None = None
         try:  # ask the target, outside any transaction
             applied = call.action.already_applied(call.params, call.ctx, preview)
@@ -440,6 +459,9 @@ class Executor:
                     "it is not safe to repeat: check the target by hand",
                 )
                 return True
+            if step.mutating and self._paused(session, service.name) is not None:
+                run.wake_at = self.clock() + self.poll  # a repeat is a new change: the kill switch holds it
+                return False
             timeline.append(
                 session,
                 incident_id=incident.id,
@@ -454,8 +476,8 @@ class Executor:
         """Record the intent of a call of a running step (the first, a retry, or a repeat after a restart): its
         own start, which a recovery after it counts from, and a claim on the run that outlasts the call, so
         no other executor takes the run over mid-call. Returns how long the call may take."""
-        limit = _call_time(step)
-        run.claimed_until = now + limit + self.claim_ttl
+        limit = _call_limit(step)
+        run.claimed_until = now + _call_time(step) + self.claim_ttl
         step.intent_at = now
         step.output = None
         step.attempts += 1
@@ -781,6 +803,7 @@ class Executor:
         for step in run.steps:
             if step.status not in TERMINAL:
                 approvals.void_open_requests(session, step=step, now=now, reason=reason)
+                self._release_lock(session, run, step)  # held by a step waiting to retry
                 step.status = "cancelled"
         run.status = "cancelled"
         run.finished_at = now
@@ -824,9 +847,14 @@ RECOVERY_PATIENCE = timedelta(minutes=10)
 RETRY_WAIT_CAP = timedelta(seconds=60)
 
 
-def _call_time(step: RunStep) -> timedelta:
-    """The longest one call of the step can take: its timeout, or longer where the action waits on its own,
-    as Route53's wait for INSYNC does."""
+# The least time a call's claim and the service's lease allow it: an action may make several requests, and
+# only HTTP ones end within the step's timeout (the Kubernetes client bounds each of its requests to 10 s).
+MIN_CALL_TIME = timedelta(minutes=1)
+
+
+def _call_limit(step: RunStep) -> timedelta:
+    """How long one call of the step may take: its timeout, or longer where the action waits on its own, as
+    Route53's wait for INSYNC does. HTTP requests end within it (time_limit)."""
     spec = Step.model_validate(step.spec)
     action = get_action(step.action)
     try:
@@ -836,10 +864,22 @@ def _call_time(step: RunStep) -> timedelta:
     return max(spec.timeout, own or timedelta(0))
 
 
+def _call_time(step: RunStep) -> timedelta:
+    """How long the run's claim and the service's lease allow one call: its limit, at least MIN_CALL_TIME."""
+    return max(_call_limit(step), MIN_CALL_TIME)
+
+
 def _attempts_time(step: RunStep) -> timedelta:
-    """The longest a step can take from its first call: every attempt and the pauses between them."""
+    """The longest a step can take from its first call: every attempt and the pauses between them (the
+    service's lease, taken for that long, is taken again for as long at each retry)."""
     attempts = max(1, Step.model_validate(step.spec).retry.attempts)
     return _call_time(step) * attempts + RETRY_WAIT_CAP * (attempts - 1)
+
+
+def _retry_at(step: RunStep) -> datetime | None:
+    """When a running step's next attempt is due, if its last one failed transiently (no call in flight)."""
+    due = (step.output or {}).get("retry_at")
+    return datetime.fromisoformat(due) if due else None
 
 
 def _pause(step: RunStep) -> timedelta | None:

@@ -62,15 +62,18 @@ def _hold_line(incident: Incident) -> list[str]:
     ]
 
 
-_ACTIVE = re.compile(r"([\\`*_\[\]<>|])")  # what would make Markdown of text: emphasis, links, HTML, cells
+_ACTIVE = re.compile(r"([\\`*_\[\]<>|&])")  # Markdown in text: emphasis, links, HTML, entities, cells
+_BLOCK = re.compile(r"^([#>+=-]|\d+(?=[.)]))")  # at a line's start: a heading, quote, list or rule
 _SPACE = re.compile(r"\s+")
 
 
 def _text(value: object) -> str:
     """Text from the record as Markdown that shows it as written: alert titles and step output come from
     webhooks and targets, and a title with a newline and '## Root cause', a link or HTML would otherwise
-    write sections, links and markup into a draft meant to be pasted into a wiki."""
-    return _ACTIVE.sub(r"\\\1", _SPACE.sub(" ", str(value)).strip())
+    write sections, links and markup into a draft meant to be pasted into a wiki. (A line may begin with
+    the text, so what would start a block there is escaped too.)"""
+    text = _ACTIVE.sub(r"\\\1", _SPACE.sub(" ", str(value)).strip())
+    return _BLOCK.sub(lambda m: m.group(1) + "\\" if m.group(1)[0].isdigit() else "\\" + m.group(1), text)
 
 
 def _code(value: object) -> str:

@@ -46,5 +46,6 @@ class FailureLimiter:
         cutoff = self.clock() - self.window
         for address in [a for a, events in self._events.items() if not events or events[-1] < cutoff]:
             del self._events[address]
-        while len(self._events) >= self.MAX_ADDRESSES:
-            del self._events[next(iter(self._events))]
+        # Down to nine tenths at once, so that a flood of new addresses does not sweep at every failure.
+        for address in list(self._events)[: max(0, len(self._events) - self.MAX_ADDRESSES * 9 // 10)]:
+            del self._events[address]
