@@ -14,7 +14,7 @@ import pytest
 
 from worker.clients.http import HttpClient
 from worker.clients.statuspage import RateLimiter, StatuspageClient
-from worker.clients.time_limit import TimeLimitedTransport, environment_proxy, time_limit
+from worker.clients.time_limit import TimeLimitedTransport, environment_routes, time_limit
 from worker.errors import TransientError
 from worker.testing.fake_statuspage import FakeStatuspage
 from worker.testing.tls import make_local_ca
@@ -206,10 +206,12 @@ def test_the_limit_holds_over_tls_too(tmp_path: Path) -> None:
         ({"HTTP_PROXY": "http://p:1"}, "https://api.statuspage.io", None),  # HTTP_PROXY is for http:// only
         ({"ALL_PROXY": "http://p:1"}, "https://api.statuspage.io", "http://p:1"),
         ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "statuspage.io"}, "https://api.statuspage.io", None),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "flags.internal:8443"}, "http://flags.internal:8443/x", None),
+        ({"HTTP_PROXY": "http://p:1", "NO_PROXY": "flags.internal:8443"}, "http://flags.internal/x", "http://p:1"),
         ({}, "https://api.statuspage.io", None),
     ],
 )
-def test_the_proxy_the_environment_names_for_a_url(
+def test_requests_take_the_route_httpx_gives_them_by_the_environment(
     monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], url: str, proxy: str | None
 ) -> None:
     for name in ("HTTP", "HTTPS", "ALL", "NO"):
@@ -217,7 +219,10 @@ def test_the_proxy_the_environment_names_for_a_url(
         monkeypatch.delenv(f"{name.lower()}_proxy", raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    assert environment_proxy(url) == proxy
+    routes = environment_routes()
+    client = httpx.Client(transport=routes.transport, mounts=routes.mounts)
+    chosen = client._transport_for_url(httpx.URL(url))  # noqa: SLF001 - which route httpx picks for the URL
+    assert isinstance(chosen, TimeLimitedTransport) and chosen.proxy == proxy
 
 
 def test_the_http_client_routes_every_hop_as_httpx_does_through_the_environments_proxy(

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from worker.clients.time_limit import TimeLimitedTransport, environment_proxy
+from worker.clients.time_limit import environment_routes
 from worker.errors import PermanentError, TransientError
 
 IncidentStatus = Literal["investigating", "identified", "monitoring", "resolved"]
@@ -107,10 +107,11 @@ class StatuspageClient:
         self.page_id = page_id
         self.base = f"{api_url.rstrip('/')}/v1/pages/{page_id}"
         self._limiter = limiter or limiter_for(key)
+        routes = environment_routes()  # calls made within time_limit() end within it, proxied or not
         self._http = httpx.Client(
             timeout=timeout,
-            # Calls made within time_limit() end within it, through the proxy the environment names if any.
-            transport=transport or TimeLimitedTransport(proxy=environment_proxy(self.base)),
+            transport=transport or routes.transport,
+            mounts=None if transport else routes.mounts,
             headers={"Authorization": f"OAuth {key}", "Accept": "application/json"},
         )
 
@@ -118,8 +119,8 @@ class StatuspageClient:
         return f"StatuspageClient(page_id={self.page_id!r})"
 
     def close(self) -> None:
-        """Close the pooled connections (a worker's client lives as long as its process)."""
-        self._http.close()
+        """Nothing to let go: the transports are shared by the process (environment_routes), and an injected
+        one is its owner's to close."""
 
     def create_incident(
         self,

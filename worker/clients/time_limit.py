@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -102,6 +101,7 @@ class TimeLimitedTransport(httpx.HTTPTransport):
     def __init__(self, *, verify: Any = True, limits: httpx.Limits | None = None, proxy: str | None = None) -> None:
         limits = limits or httpx.Limits()
         super().__init__(verify=verify, limits=limits)
+        self.proxy = proxy
         # httpx builds its pool without a way to pass a network backend; the same pool is built again
         # with one (httpcore's public constructors: only the attribute holding it is httpx's own).
         ssl_context = httpx.create_ssl_context(verify=verify)
@@ -130,17 +130,6 @@ class TimeLimitedTransport(httpx.HTTPTransport):
             network_backend=_Backend(),
             **sizes,
         )
-
-
-def environment_proxy(url: str) -> str | None:
-    """The proxy the environment names for `url` (HTTPS_PROXY, HTTP_PROXY or ALL_PROXY, unless NO_PROXY
-    names its host), or None: what httpx would use, since a client given its own transport reads none."""
-    proxies = urllib.request.getproxies_environment()
-    parsed = httpx.URL(url)
-    if proxies.get("no") and urllib.request.proxy_bypass_environment(parsed.host, proxies):
-        return None
-    proxy = proxies.get(parsed.scheme) or proxies.get("all")
-    return proxy if not proxy or "://" in proxy else f"http://{proxy}"  # `proxy.corp:3128`, as httpx reads it
 
 
 @dataclass(frozen=True)
