@@ -135,3 +135,16 @@ def test_serve_refuses_what_lint_reports(tmp_path: Path) -> None:
     assert lint.returncode == 1 and len(lint.stdout.splitlines()) == 3
     assert serve.returncode == 2 and serve.stderr.splitlines() == lint.stdout.splitlines()
     assert not (tmp_path / "w.db").exists()
+
+
+def test_a_service_defined_twice_is_reported_at_the_second_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = config_with(tmp_path, "services.yaml", "  - name: search\n", "  - name: payments\n")
+    code, out = lint(config, capsys)
+    lines = (config / "services.yaml").read_text().splitlines()
+    second = [n for n, line in enumerate(lines, 1) if line == "  - name: payments"][1]
+    assert (code, out) == (
+        1,
+        [f"{config / 'services.yaml'}:{second}:11: services[2].name: service 'payments' is defined twice"],
+    )

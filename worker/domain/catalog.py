@@ -8,7 +8,17 @@ from typing import Annotated, Any, Literal
 
 from jinja2 import StrictUndefined, TemplateError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from worker.domain.durations import Duration
 from worker.domain.events import SourceName
@@ -192,11 +202,18 @@ class ServicesConfig(_Model):
 
     @model_validator(mode="after")
     def _unique(self) -> ServicesConfig:
+        # Located at the repeated name (a ValueError would be located at the whole file: lint's 1:1).
         seen: set[str] = set()
-        for service in self.services:
+        repeated = []
+        for index, service in enumerate(self.services):
             if service.name in seen:
-                raise ValueError(f"service {service.name!r} is defined twice")
+                error = PydanticCustomError(
+                    "duplicate_service", "service {name} is defined twice", {"name": repr(service.name)}
+                )
+                repeated.append(InitErrorDetails(type=error, loc=("services", index, "name"), input=service.name))
             seen.add(service.name)
+        if repeated:
+            raise ValidationError.from_exception_data(type(self).__name__, repeated)
         return self
 
     def get(self, name: str) -> Service | None:
