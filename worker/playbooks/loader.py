@@ -147,9 +147,12 @@ def _check_quorum(
     doc: YamlDocument, path: PathKey, step: dict[str, Any], services: list[Service], catalog: CatalogConfig
 ) -> list[Problem]:
     """A step that needs more distinct approvers than a service can ever supply would only expire, at night."""
-    asked = step.get("approvals", 1)
-    if not isinstance(asked, int):
+    asked, approval = step.get("approvals", 1), step.get("approval")
+    action = Action.registry.get(str(step.get("action")))
+    if not isinstance(asked, int) or action is None:
         return []  # the model validation reported it
+    if approval == "none" or (approval != "required" and not action.mutating):
+        return []  # no approval asked (a mutating `none` is _check_step's to report)
     needed = max(asked, catalog.approvals.high_risk_approvals) if step.get("risk") == "high" else asked
     where = (*path, "approvals") if "approvals" in step else (*path, "risk")
     problems = []
