@@ -7,9 +7,9 @@ and once nothing is left the next one fails as httpx's own timeouts do (`httpx.T
 limit is a context variable, so it covers every request made inside it, from the thread that set it.
 The host name's lookup (getaddrinfo) is not covered: it takes no timeout, and the system's resolver bounds it.
 
-Why: a status page call is made holding a lease that another replica takes over once it lapses
-(engine/comms.py); a call that is sure to end before the lease's longest extension never sends an update
-twice.
+Why: a call made holding a lease or a claim that another replica takes over once it lapses (a status
+page update, engine/comms.py; a step's call, engine/executor.py, within the step's timeout) must end
+before it lapses, or the other replica would make the same call while this one is still in flight.
 """
 
 from __future__ import annotations
